@@ -1,0 +1,592 @@
+"""The config snapshot and the sync messages: the one contract between planes.
+
+Pure standard library. The control plane validates every snapshot with
+``parse_snapshot`` before it becomes a version; the data plane runs the same
+function before applying one. A snapshot is a plain JSON object; this module
+turns it into frozen dataclasses or a list of ``SchemaError`` naming the path.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+ALGORITHMS = ("round_robin", "least_conn", "random", "consistent_hash")
+HASH_ON = ("client_ip", "header", "cookie")
+PATH_TYPES = ("prefix", "exact", "regex")
+TARGET_STATES = ("enabled", "disabled", "draining")
+CHECK_TYPES = ("http", "tcp")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+# Headers a header rule may never touch: framing and client identity.
+PROTECTED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Content-Length", "Transfer-Encoding", "Connection", "Host", "Forwarded",
+        "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade", "Via",
+        "X-Real-IP", "X-Request-ID",
+    )
+)
+PROTECTED_PREFIXES = ("x-forwarded-",)
+
+HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+FORBIDDEN_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    path: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "message": self.message}
+
+
+class SnapshotInvalid(ValueError):
+    def __init__(self, errors: list[SchemaError]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors[:5]))
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: str = "http"
+    path: str = "/"
+    method: str = "GET"
+    expected_statuses: str = "200-399"
+    host: str = ""
+    interval: float = 5.0
+    timeout: float = 2.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    enabled: bool = False
+    verify: bool = True
+    ca_pem: str = ""
+    sni: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """Where a pool's targets may connect. ``restricted`` False = platform pool."""
+    restricted: bool = False
+    allowed_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    id: int
+    host: str
+    port: int
+    weight: int = 1
+    state: str = "enabled"
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: int
+    name: str
+    tenant: str | None
+    targets: tuple[Target, ...]
+    algorithm: str = "round_robin"
+    hash_on: str = "client_ip"
+    hash_key: str = ""
+    sticky_cookie: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    retries: int = 1
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
+    health_check: HealthCheck | None = None
+    policy: UpstreamPolicy = field(default_factory=UpstreamPolicy)
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    id: int
+    name: str
+    tenant: str | None
+    hosts: tuple[str, ...]
+    pool: int
+    path: str = "/"
+    path_type: str = "prefix"
+    methods: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+    priority: int = 0
+    strip_prefix: bool = False
+    preserve_host: bool = True
+    request_headers: HeaderRules = field(default_factory=HeaderRules)
+    response_headers: HeaderRules = field(default_factory=HeaderRules)
+    websocket: bool = False
+    https_redirect: bool = False
+    hsts_max_age: int = 0
+    max_body_size: int = 1024 * 1024
+    forwarded: bool = False
+    certificate: int | None = None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A TLS certificate. ``private_key_pem`` is never part of a stored version:
+    the publisher fills it in on the wire (see ``key_ref``)."""
+    id: int
+    name: str
+    tenant: str | None
+    hosts: tuple[str, ...]
+    certificate_pem: str
+    fingerprint: str
+    private_key_pem: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    routes: tuple[Route, ...]
+    pools: tuple[Pool, ...]
+    certificates: tuple[Certificate, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- helpers
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def snapshot_hash(data: dict) -> str:
+    """sha256 of the canonical snapshot, ignoring the private keys added on the wire."""
+    return hashlib.sha256(canonical_json(strip_secrets(data))).hexdigest()
+
+
+def strip_secrets(data: dict) -> dict:
+    certs = data.get("certificates") or []
+    if not any(isinstance(c, dict) and c.get("private_key_pem") for c in certs):
+        return data
+    clean = dict(data)
+    clean["certificates"] = [
+        {k: v for k, v in c.items() if k != "private_key_pem"} if isinstance(c, dict) else c
+        for c in certs
+    ]
+    return clean
+
+
+def normalize_host(host: str) -> str:
+    """Lower case, no port, no trailing dot, IDNA to ASCII. Raises ValueError."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        raise ValueError("IP literals are not valid route hosts")
+    if ":" in host:
+        host = host.rsplit(":", 1)[0]
+    host = host.rstrip(".")
+    wildcard = host.startswith("*.")
+    name = host[2:] if wildcard else host
+    if not name:
+        raise ValueError("empty host name")
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"invalid host name {host!r}: {exc}") from None
+    labels = name.split(".")
+    if len(name) > 253 or not all(HOST_LABEL.match(lbl) for lbl in labels):
+        raise ValueError(f"invalid host name {host!r}")
+    return ("*." + name) if wildcard else name
+
+
+# ---------------------------------------------------------------- parsing
+
+class _Reader:
+    """Collects errors while reading a JSON object; never raises on bad input."""
+
+    def __init__(self) -> None:
+        self.errors: list[SchemaError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(SchemaError(path, message))
+
+    def obj(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(path, "must be an object")
+            return {}
+        return value
+
+    def list(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(path, "must be a list")
+            return []
+        return value
+
+    def int(self, d: dict, key: str, path: str, default: Any = ..., lo: int | None = None,
+            hi: int | None = None) -> int:
+        value = d.get(key, default)
+        if value is ... :
+            self.fail(f"{path}.{key}", "is required")
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{path}.{key}", "must be an integer")
+            return 0
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.fail(f"{path}.{key}", f"must be between {lo} and {hi}")
+        return value
+
+    def num(self, d: dict, key: str, path: str, default: float, lo: float, hi: float) -> float:
+        value = d.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(f"{path}.{key}", "must be a number")
+            return default
+        if not lo <= value <= hi:
+            self.fail(f"{path}.{key}", f"must be between {lo} and {hi}")
+        return float(value)
+
+    def str(self, d: dict, key: str, path: str, default: Any = ..., max_len: int = 1024) -> str:
+        value = d.get(key, default)
+        if value is ...:
+            self.fail(f"{path}.{key}", "is required")
+            return ""
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", "must be a string")
+            return ""
+        if len(value) > max_len:
+            self.fail(f"{path}.{key}", f"is longer than {max_len} characters")
+        return value
+
+    def bool(self, d: dict, key: str, path: str, default: bool) -> bool:
+        value = d.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+    def choice(self, d: dict, key: str, path: str, choices: tuple, default: str) -> str:
+        value = self.str(d, key, path, default)
+        if value not in choices:
+            self.fail(f"{path}.{key}", f"must be one of {', '.join(choices)}")
+        return value
+
+    def opt_tenant(self, d: dict, path: str) -> str | None:
+        value = d.get("tenant")
+        if value is not None and not isinstance(value, str):
+            self.fail(f"{path}.tenant", "must be a tenant slug or null")
+            return None
+        return value
+
+
+def _header_name(r: _Reader, name: Any, path: str, rule: bool) -> str:
+    if not isinstance(name, str) or not HEADER_NAME.match(name):
+        r.fail(path, f"{name!r} is not a valid header name")
+        return ""
+    low = name.lower()
+    if rule and (low in PROTECTED_HEADERS or low.startswith(PROTECTED_PREFIXES)):
+        r.fail(path, f"header rules may not touch {name}")
+    return name
+
+
+def _header_value(r: _Reader, value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        r.fail(path, "must be a string")
+        return ""
+    if FORBIDDEN_VALUE_CHARS.search(value):
+        r.fail(path, "may not contain CR, LF or NUL")
+    elif len(value) > 4096:
+        r.fail(path, "is longer than 4096 characters")
+    return value
+
+
+def _header_rules(r: _Reader, value: Any, path: str) -> HeaderRules:
+    d = r.obj(value if value is not None else {}, path)
+    out: dict[str, Any] = {}
+    for op in ("set", "add"):
+        pairs = []
+        for i, item in enumerate(r.list(d.get(op), f"{path}.{op}")):
+            item = r.obj(item, f"{path}.{op}[{i}]")
+            name = _header_name(r, item.get("name"), f"{path}.{op}[{i}].name", rule=True)
+            pairs.append((name, _header_value(r, item.get("value"), f"{path}.{op}[{i}].value")))
+        out[op] = tuple(pairs)
+    out["remove"] = tuple(
+        _header_name(r, n, f"{path}.remove[{i}]", rule=True)
+        for i, n in enumerate(r.list(d.get("remove"), f"{path}.remove"))
+    )
+    return HeaderRules(**out)
+
+
+def _health_check(r: _Reader, value: Any, path: str) -> HealthCheck | None:
+    if value is None:
+        return None
+    d = r.obj(value, path)
+    statuses = r.str(d, "expected_statuses", path, "200-399", 200)
+    if not re.fullmatch(r"\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*", statuses.replace(" ", "")):
+        r.fail(f"{path}.expected_statuses", "must look like 200-399 or 200,204")
+    check_path = r.str(d, "path", path, "/", 2048)
+    if not check_path.startswith("/") or FORBIDDEN_VALUE_CHARS.search(check_path) or " " in check_path:
+        r.fail(f"{path}.path", "must start with / and contain no spaces or control characters")
+    return HealthCheck(
+        type=r.choice(d, "type", path, CHECK_TYPES, "http"),
+        path=check_path,
+        method=r.choice(d, "method", path, ("GET", "HEAD", "OPTIONS"), "GET"),
+        expected_statuses=statuses,
+        host=_header_value(r, d.get("host", ""), f"{path}.host"),
+        interval=r.num(d, "interval", path, 5.0, 1.0, 3600.0),
+        timeout=r.num(d, "timeout", path, 2.0, 0.1, 60.0),
+        healthy_threshold=r.int(d, "healthy_threshold", path, 2, 1, 100),
+        unhealthy_threshold=r.int(d, "unhealthy_threshold", path, 3, 1, 100),
+    )
+
+
+def _target(r: _Reader, value: Any, path: str) -> Target:
+    d = r.obj(value, path)
+    host = r.str(d, "host", path, max_len=253)
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                normalize_host(host)
+            except ValueError as exc:
+                r.fail(f"{path}.host", str(exc))
+    return Target(
+        id=r.int(d, "id", path),
+        host=host,
+        port=r.int(d, "port", path, lo=1, hi=65535),
+        weight=r.int(d, "weight", path, 1, 0, 1000),
+        state=r.choice(d, "state", path, TARGET_STATES, "enabled"),
+    )
+
+
+def _pool(r: _Reader, value: Any, path: str) -> Pool:
+    d = r.obj(value, path)
+    tls = r.obj(d.get("tls") or {}, f"{path}.tls")
+    policy = r.obj(d.get("policy") or {}, f"{path}.policy")
+    networks = []
+    for i, net in enumerate(r.list(policy.get("allowed_networks"), f"{path}.policy.allowed_networks")):
+        try:
+            networks.append(str(ipaddress.ip_network(net, strict=False)))
+        except (TypeError, ValueError):
+            r.fail(f"{path}.policy.allowed_networks[{i}]", f"{net!r} is not a network")
+    targets = tuple(_target(r, t, f"{path}.targets[{i}]")
+                    for i, t in enumerate(r.list(d.get("targets"), f"{path}.targets")))
+    return Pool(
+        id=r.int(d, "id", path),
+        name=r.str(d, "name", path, max_len=200),
+        tenant=r.opt_tenant(d, path),
+        targets=targets,
+        algorithm=r.choice(d, "algorithm", path, ALGORITHMS, "round_robin"),
+        hash_on=r.choice(d, "hash_on", path, HASH_ON, "client_ip"),
+        hash_key=r.str(d, "hash_key", path, "", 200),
+        sticky_cookie=r.str(d, "sticky_cookie", path, "", 200),
+        connect_timeout=r.num(d, "connect_timeout", path, 5.0, 0.05, 300.0),
+        read_timeout=r.num(d, "read_timeout", path, 60.0, 0.05, 3600.0),
+        retries=r.int(d, "retries", path, 1, 0, 10),
+        tls=UpstreamTLS(
+            enabled=r.bool(tls, "enabled", f"{path}.tls", False),
+            verify=r.bool(tls, "verify", f"{path}.tls", True),
+            ca_pem=r.str(tls, "ca_pem", f"{path}.tls", "", 1 << 20),
+            sni=r.str(tls, "sni", f"{path}.tls", "", 253),
+        ),
+        health_check=_health_check(r, d.get("health_check"), f"{path}.health_check"),
+        policy=UpstreamPolicy(
+            restricted=r.bool(policy, "restricted", f"{path}.policy", False),
+            allowed_networks=tuple(networks),
+        ),
+    )
+
+
+def _route(r: _Reader, value: Any, path: str) -> Route:
+    d = r.obj(value, path)
+    hosts = []
+    for i, h in enumerate(r.list(d.get("hosts"), f"{path}.hosts")):
+        try:
+            hosts.append(normalize_host(h) if isinstance(h, str) else normalize_host(""))
+        except ValueError as exc:
+            r.fail(f"{path}.hosts[{i}]", str(exc))
+    if not hosts:
+        r.fail(f"{path}.hosts", "needs at least one host")
+    path_type = r.choice(d, "path_type", path, PATH_TYPES, "prefix")
+    route_path = r.str(d, "path", path, "/", 2048)
+    if path_type == "regex":
+        try:
+            re.compile(route_path)
+        except re.error as exc:
+            r.fail(f"{path}.path", f"invalid regular expression: {exc}")
+    elif not route_path.startswith("/") or re.search(r"[\s\x00-\x1f\x7f?#]", route_path):
+        r.fail(f"{path}.path", "must start with / and contain no spaces, ? or #")
+    methods = []
+    for i, m in enumerate(r.list(d.get("methods"), f"{path}.methods")):
+        if m not in METHODS:
+            r.fail(f"{path}.methods[{i}]", f"{m!r} is not an HTTP method")
+        else:
+            methods.append(m)
+    matches = []
+    for i, m in enumerate(r.list(d.get("headers"), f"{path}.headers")):
+        m = r.obj(m, f"{path}.headers[{i}]")
+        matches.append(HeaderMatch(
+            name=_header_name(r, m.get("name"), f"{path}.headers[{i}].name", rule=False),
+            value=_header_value(r, m.get("value"), f"{path}.headers[{i}].value"),
+        ))
+    cert = d.get("certificate")
+    if cert is not None and (isinstance(cert, bool) or not isinstance(cert, int)):
+        r.fail(f"{path}.certificate", "must be a certificate id or null")
+        cert = None
+    return Route(
+        id=r.int(d, "id", path),
+        name=r.str(d, "name", path, max_len=200),
+        tenant=r.opt_tenant(d, path),
+        hosts=tuple(hosts),
+        pool=r.int(d, "pool", path),
+        path=route_path,
+        path_type=path_type,
+        methods=tuple(methods),
+        headers=tuple(matches),
+        priority=r.int(d, "priority", path, 0, -100000, 100000),
+        strip_prefix=r.bool(d, "strip_prefix", path, False),
+        preserve_host=r.bool(d, "preserve_host", path, True),
+        request_headers=_header_rules(r, d.get("request_headers"), f"{path}.request_headers"),
+        response_headers=_header_rules(r, d.get("response_headers"), f"{path}.response_headers"),
+        websocket=r.bool(d, "websocket", path, False),
+        https_redirect=r.bool(d, "https_redirect", path, False),
+        hsts_max_age=r.int(d, "hsts_max_age", path, 0, 0, 10 * 365 * 86400),
+        max_body_size=r.int(d, "max_body_size", path, 1024 * 1024, 0, 1 << 40),
+        forwarded=r.bool(d, "forwarded", path, False),
+        certificate=cert,
+    )
+
+
+def _certificate(r: _Reader, value: Any, path: str) -> Certificate:
+    d = r.obj(value, path)
+    pem = r.str(d, "certificate_pem", path, max_len=1 << 20)
+    if pem and "-----BEGIN CERTIFICATE-----" not in pem:
+        r.fail(f"{path}.certificate_pem", "is not a PEM certificate")
+    hosts = []
+    for i, h in enumerate(r.list(d.get("hosts"), f"{path}.hosts")):
+        try:
+            hosts.append(normalize_host(h if isinstance(h, str) else ""))
+        except ValueError as exc:
+            r.fail(f"{path}.hosts[{i}]", str(exc))
+    return Certificate(
+        id=r.int(d, "id", path),
+        name=r.str(d, "name", path, max_len=200),
+        tenant=r.opt_tenant(d, path),
+        hosts=tuple(hosts),
+        certificate_pem=pem,
+        fingerprint=r.str(d, "fingerprint", path, max_len=128),
+        private_key_pem=r.str(d, "private_key_pem", path, "", 1 << 20),
+    )
+
+
+def _cross_check(r: _Reader, snap: Snapshot) -> None:
+    pools = {}
+    for i, p in enumerate(snap.pools):
+        if p.id in pools:
+            r.fail(f"pools[{i}].id", f"duplicate pool id {p.id}")
+        pools[p.id] = p
+        if p.algorithm == "consistent_hash" and p.hash_on != "client_ip" and not p.hash_key:
+            r.fail(f"pools[{i}].hash_key", f"is required to hash on a {p.hash_on}")
+    cert_ids = {c.id for c in snap.certificates}
+    seen_ids: set[int] = set()
+    seen_keys: dict[tuple, str] = {}
+    for i, route in enumerate(snap.routes):
+        if route.id in seen_ids:
+            r.fail(f"routes[{i}].id", f"duplicate route id {route.id}")
+        seen_ids.add(route.id)
+        pool = pools.get(route.pool)
+        if pool is None:
+            r.fail(f"routes[{i}].pool", f"unknown pool {route.pool}")
+        elif not pool.targets:
+            r.fail(f"routes[{i}].pool", f"pool {pool.name!r} has no targets")
+        if route.certificate is not None and route.certificate not in cert_ids:
+            r.fail(f"routes[{i}].certificate", f"unknown certificate {route.certificate}")
+        match_key = (route.path, route.path_type, route.methods,
+                     tuple(sorted((m.name.lower(), m.value) for m in route.headers)), route.priority)
+        for host in route.hosts:
+            other = seen_keys.get((host,) + match_key)
+            if other is not None:
+                r.fail(f"routes[{i}].hosts",
+                       f"route {route.name!r} overlaps route {other!r} on {host}{route.path}")
+            seen_keys[(host,) + match_key] = route.name
+
+
+def parse_snapshot(data: Any) -> Snapshot:
+    """Validate a snapshot JSON object. Raises ``SnapshotInvalid`` listing every problem."""
+    r = _Reader()
+    d = r.obj(data, "snapshot")
+    schema = d.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        r.fail("schema", f"unsupported schema version {schema!r} (this node speaks {SCHEMA_VERSION})")
+    snap = Snapshot(
+        pools=tuple(_pool(r, p, f"pools[{i}]") for i, p in enumerate(r.list(d.get("pools"), "pools"))),
+        routes=tuple(_route(r, x, f"routes[{i}]") for i, x in enumerate(r.list(d.get("routes"), "routes"))),
+        certificates=tuple(_certificate(r, c, f"certificates[{i}]")
+                           for i, c in enumerate(r.list(d.get("certificates"), "certificates"))),
+    )
+    if not r.errors:
+        _cross_check(r, snap)
+    if r.errors:
+        raise SnapshotInvalid(r.errors)
+    return snap
+
+
+def empty_snapshot() -> dict:
+    return {"schema": SCHEMA_VERSION, "pools": [], "routes": [], "certificates": []}
+
+
+# ---------------------------------------------------------------- sync messages
+#
+# node -> control plane (JSON text frames):
+#   {"type": "hello", "version": int|null, "hash": str|null, "software": str, "workers": int}
+#   {"type": "heartbeat", "version": int|null, "hash": str|null}
+#   {"type": "ack", "nonce": str, "version": int, "hash": str, "apply_ms": float}
+#   {"type": "nack", "nonce": str, "version": int, "hash": str,
+#    "running_version": int|null, "running_hash": str|null, "errors": [{"path", "message"}]}
+# control plane -> node:
+#   push: a binary frame, zlib-compressed JSON
+#         {"type": "push", "version": int, "hash": str, "nonce": str, "snapshot": {...}}
+#   {"type": "health", "targets": {"<target id>": true|false}}   (text; state, not config)
+
+MSG_HELLO = "hello"
+MSG_HEARTBEAT = "heartbeat"
+MSG_ACK = "ack"
+MSG_NACK = "nack"
+MSG_PUSH = "push"
+MSG_HEALTH = "health"
+
+HEARTBEAT_SECONDS = 10.0
+MAX_PUSH_BYTES = 256 * 1024 * 1024  # decompressed push size a node accepts
+
+
+def encode_push(version: int, digest: str, nonce: str, snapshot: dict) -> bytes:
+    import zlib
+    return zlib.compress(canonical_json({
+        "type": MSG_PUSH, "version": version, "hash": digest, "nonce": nonce, "snapshot": snapshot,
+    }), 6)
+
+
+def decode_push(frame: bytes) -> dict:
+    import zlib
+    d = zlib.decompressobj()
+    raw = d.decompress(frame, MAX_PUSH_BYTES)
+    if d.unconsumed_tail:
+        raise ValueError("push larger than MAX_PUSH_BYTES")
+    msg = json.loads(raw)
+    if not isinstance(msg, dict) or msg.get("type") != MSG_PUSH:
+        raise ValueError("not a push message")
+    return msg
