@@ -1,0 +1,23 @@
+"""Hints to connected data-plane consumers that the config changed.
+
+Group messages are only hints (at-most-once); the consumers always read the
+truth from the database, and heartbeats repair anything lost.
+"""
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+DATAPLANE_GROUP = "switchyard.dataplane"
+CONFIG_CHANGED = "config.changed"    # handled by DataPlaneConsumer.config_changed
+HEALTH_CHANGED = "health.changed"    # handled by DataPlaneConsumer.health_changed
+
+
+def _send(message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(DATAPLANE_GROUP, message)
+
+
+def config_changed_on_commit() -> None:
+    """Call inside the transaction that stored a new ConfigVersion."""
+    transaction.on_commit(lambda: _send({"type": CONFIG_CHANGED}))
