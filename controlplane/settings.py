@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "controlplane.publishing",
     "controlplane.audit",
     "controlplane.alerts",
+    "controlplane.health",
+    "controlplane.certs",
 ]
 
 MIDDLEWARE = [
@@ -122,8 +124,9 @@ else:
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "control_folder": str(_broker_dir / "control"),
     }
-    for _d in (_broker_dir, _broker_dir / "processed"):
+    for _d in (_broker_dir, _broker_dir / "processed", _broker_dir / "control"):
         _d.mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -161,6 +164,22 @@ SPECTACULAR_SETTINGS = {"TITLE": "Switchyard API", "VERSION": "1.0.0"}
 SWITCHYARD_ENCRYPTION_KEY = env("SWITCHYARD_ENCRYPTION_KEY")
 # Coalescing window for config pushes: a burst of edits becomes one push.
 SWITCHYARD_PUSH_COALESCE_SECONDS = float(env("SWITCHYARD_PUSH_COALESCE_SECONDS", "0.15"))
+# Active health checks: probes in flight per pool round (bounded by the open-files limit).
+SWITCHYARD_HEALTH_CONCURRENCY = int(env("SWITCHYARD_HEALTH_CONCURRENCY", "500"))
+# Every data-plane sync consumer polls the newest config version number this often
+# (seconds) and treats a change like a hint. Needed in embedded mode, where the
+# in-memory channel layer cannot carry hints from other processes (Celery, manage.py);
+# with REDIS_URL hints travel through channels_redis, so the default is 0 (off).
+SWITCHYARD_POLL_SECONDS = float(env("SWITCHYARD_POLL_SECONDS", "0" if REDIS_URL else "0.5"))
+
+# Alerts: at most one target_down/target_up alert per target and state in this window.
+SWITCHYARD_ALERT_DEBOUNCE_SECONDS = float(env("SWITCHYARD_ALERT_DEBOUNCE_SECONDS", "300"))
+# Alert delivery: attempts per channel (backoff 10 s, 30 s, 90 s, ...) and the
+# timeout of one webhook or SMTP attempt, in seconds.
+SWITCHYARD_ALERT_MAX_ATTEMPTS = int(env("SWITCHYARD_ALERT_MAX_ATTEMPTS", "5"))
+SWITCHYARD_ALERT_TIMEOUT = float(env("SWITCHYARD_ALERT_TIMEOUT", "10"))
+# Path to a PEM file of extra trusted roots (an operator's own CA) for certificate checks.
+SWITCHYARD_CA_BUNDLE = env("SWITCHYARD_CA_BUNDLE", "")
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "127.0.0.1")

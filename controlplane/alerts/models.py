@@ -21,6 +21,26 @@ class AlertChannel(models.Model):
     def __str__(self):
         return self.name
 
+    # The webhook secret is write-only and encrypted at rest (SPEC 7).
+    @property
+    def secret(self) -> str:
+        if not self.secret_encrypted:
+            return ""
+        from controlplane.certs.crypto import decrypt
+        return decrypt(self.secret_encrypted)
+
+    @secret.setter
+    def secret(self, plaintext: str) -> None:
+        from controlplane.certs.crypto import encrypt
+        self.secret_encrypted = encrypt(plaintext) if plaintext else ""
+
+    def clean(self):
+        from controlplane.alerts.services import channel_problems
+        from django.core.exceptions import ValidationError
+        problems = channel_problems(self)
+        if problems:
+            raise ValidationError(problems)
+
 
 class Alert(models.Model):
     KINDS = [(k, k) for k in (
@@ -34,6 +54,9 @@ class Alert(models.Model):
     body = models.TextField(blank=True)
     # Identifies what the alert is about, for once-per-threshold and debounce rules.
     dedup_key = models.CharField(max_length=200, blank=True, db_index=True)
+    # Set ("<kind>:<dedup_key>") for alerts that may exist only once ever, e.g. one per
+    # certificate and expiry threshold; the unique index makes that hold across processes.
+    once_key = models.CharField(max_length=240, null=True, blank=True, unique=True, editable=False)
     data = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -21,3 +21,16 @@ def _send(message: dict) -> None:
 def config_changed_on_commit() -> None:
     """Call inside the transaction that stored a new ConfigVersion."""
     transaction.on_commit(lambda: _send({"type": CONFIG_CHANGED}))
+
+
+def health_changed_on_commit(targets: dict[int, bool]) -> None:
+    """Call inside the transaction that changed ``Target.healthy``.
+
+    Sends ``{"type": HEALTH_CHANGED, "targets": {"<target id>": bool}}`` to every
+    data-plane consumer once the transaction commits (nothing on rollback).
+    """
+    if not targets:
+        return
+    message = {"type": HEALTH_CHANGED, "targets": {str(k): bool(v) for k, v in targets.items()}}
+    # robust: a hint that cannot be sent (at-most-once) must not fail the caller.
+    transaction.on_commit(lambda: _send(message), robust=True)

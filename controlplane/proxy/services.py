@@ -1,0 +1,287 @@
+"""The actions every UI calls: validate → write rows → publish → audit, atomically.
+
+The admin, the REST API, the dashboard and management commands change routes,
+pools, targets, certificates, tenants and delegations only through these. Each
+runs in one ``transaction.atomic()`` under the publisher's lock: when validation
+or publishing refuses, ``ValidationError`` (a message dict keyed by model field
+names) propagates and nothing is stored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+
+from controlplane.audit.services import Actor, record
+from controlplane.certs import crypto
+from controlplane.publishing import publisher
+from controlplane.tenancy.models import Delegation, Tenant
+
+from . import validation
+from .models import Certificate, Pool, Route, Target
+
+__all__ = [
+    "Actor", "create_pool", "update_pool", "save_pool", "delete_pool", "create_route", "update_route",
+    "save_route", "delete_route", "create_tenant", "update_tenant", "save_tenant", "delete_tenant",
+    "create_delegation", "update_delegation", "delete_delegation", "create_certificate",
+    "update_certificate", "delete_certificate", "serialize",
+]
+
+SECRET_FIELDS = {"private_key_encrypted", "secret_encrypted", "token_hash"}
+SKIPPED_FIELDS = {"created", "updated", "healthy", "health_changed", "health_reason"}
+
+
+# ------------------------------------------------------------------ helpers
+
+def _json(value):
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
+
+
+def serialize(obj) -> dict:
+    """The audit view of a row: concrete fields, foreign keys as ids, no secrets."""
+    data = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in SECRET_FIELDS or field.name in SKIPPED_FIELDS:
+            continue
+        data[field.name] = _json(getattr(obj, field.attname))
+    if isinstance(obj, Pool) and obj.pk:
+        data["targets"] = [serialize(t) for t in obj.targets.order_by("id")]
+    return data
+
+
+def _set_fields(obj, fields: dict) -> None:
+    names = {f.name for f in obj._meta.concrete_fields} | {f.attname for f in obj._meta.concrete_fields}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field {', '.join(unknown)}")
+    for name, value in fields.items():
+        setattr(obj, name, value)
+
+
+def _tenant(value):
+    if value is None or isinstance(value, Tenant):
+        return value
+    return Tenant.objects.filter(slug=value).first() or Tenant.objects.get(pk=value)
+
+
+def _resolve_fk(fields: dict, name: str, model) -> None:
+    """``pool=<Pool or id>`` → ``pool_id`` (an unknown id is reported by validation)."""
+    if name in fields and not isinstance(fields[name], (model, type(None))):
+        fields[f"{name}_id"] = int(fields.pop(name))
+
+
+def _before(model, obj) -> dict | None:
+    if obj.pk is None:
+        return None
+    stored = model.objects.filter(pk=obj.pk).first()
+    return serialize(stored) if stored is not None else None
+
+
+def _finish(actor, action: str, obj, before, note: str, after=..., tenant=None) -> None:
+    version = publisher.publish(actor, note)
+    after = serialize(obj) if after is ... else after
+    record(actor, action, obj, before, after, note, tenant=tenant,
+           config_version=version.number if version else None,
+           object_id=(before or {}).get("id") if action == "delete" else None)
+
+
+# ------------------------------------------------------------------ pools
+
+def create_pool(actor, *, tenant=None, targets=(), note="", **fields) -> Pool:
+    pool = Pool(tenant=_tenant(tenant))
+    _set_fields(pool, fields)
+    return save_pool(actor, pool, targets=list(targets), note=note)
+
+
+def update_pool(actor, pool: Pool, *, targets=None, note="", **fields) -> Pool:
+    """``targets`` None keeps them; a list (of dicts) replaces them."""
+    if "tenant" in fields:
+        fields["tenant"] = _tenant(fields["tenant"])
+    _set_fields(pool, fields)
+    return save_pool(actor, pool, targets=None if targets is None else list(targets), note=note)
+
+
+def save_pool(actor, pool: Pool, *, targets=None, note="") -> Pool:
+    """Create or update ``pool`` as it is in memory (the admin calls this directly)."""
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(Pool, pool)
+        current = targets if targets is not None else _stored_targets(pool)
+        clean = validation.validate_pool(pool, current)
+        pool.save()
+        if targets is not None:
+            _replace_targets(pool, clean)
+        _finish(actor, "update" if before else "create", pool, before, note)
+    return pool
+
+
+def _stored_targets(pool: Pool) -> list[dict]:
+    if pool.pk is None:
+        return []
+    return list(pool.targets.order_by("id").values("id", "host", "port", "weight", "state"))
+
+
+def _replace_targets(pool: Pool, targets: list[dict]) -> None:
+    """Keep rows (ids, health state) of targets whose host:port stays; drop the rest."""
+    existing = {(t.host, t.port): t for t in pool.targets.all()}
+    wanted = {(t["host"], t["port"]): t for t in targets}
+    pool.targets.exclude(id__in=[existing[k].id for k in wanted if k in existing]).delete()
+    for key, t in wanted.items():
+        row = existing.get(key)
+        weight, state = t.get("weight", 1), t.get("state", Target.ENABLED)
+        if row is None:
+            Target.objects.create(pool=pool, host=t["host"], port=t["port"], weight=weight, state=state)
+        elif (row.weight, row.state) != (weight, state):
+            row.weight, row.state = weight, state
+            row.save(update_fields=["weight", "state"])  # health state belongs to the checker
+
+
+def delete_pool(actor, pool: Pool, note="") -> None:
+    with transaction.atomic():
+        publisher.lock()
+        validation.validate_pool_removal(pool)
+        before = serialize(pool)
+        pool.delete()
+        _finish(actor, "delete", pool, before, note, after=None, tenant=pool.tenant if pool.tenant_id else None)
+
+
+# ------------------------------------------------------------------ routes
+
+def create_route(actor, *, tenant=None, note="", **fields) -> Route:
+    """``pool`` (and ``certificate``) may be an object or an id."""
+    _resolve_fk(fields, "pool", Pool)
+    _resolve_fk(fields, "certificate", Certificate)
+    route = Route(tenant=_tenant(tenant))
+    _set_fields(route, fields)
+    return save_route(actor, route, note=note)
+
+
+def update_route(actor, route: Route, note="", **fields) -> Route:
+    _resolve_fk(fields, "pool", Pool)
+    _resolve_fk(fields, "certificate", Certificate)
+    if "tenant" in fields:
+        fields["tenant"] = _tenant(fields["tenant"])
+    _set_fields(route, fields)
+    return save_route(actor, route, note=note)
+
+
+def save_route(actor, route: Route, *, note="") -> Route:
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(Route, route)
+        validation.validate_route(route)
+        route.save()
+        _finish(actor, "update" if before else "create", route, before, note)
+    return route
+
+
+def delete_route(actor, route: Route, note="") -> None:
+    with transaction.atomic():
+        publisher.lock()
+        before = serialize(route)
+        route.delete()
+        _finish(actor, "delete", route, before, note, after=None, tenant=route.tenant if route.tenant_id else None)
+
+
+# ------------------------------------------------------------------ tenants and delegations
+
+def create_tenant(actor, *, note="", **fields) -> Tenant:
+    tenant = Tenant()
+    _set_fields(tenant, fields)
+    return save_tenant(actor, tenant, note=note)
+
+
+def update_tenant(actor, tenant: Tenant, *, note="", **fields) -> Tenant:
+    _set_fields(tenant, fields)
+    return save_tenant(actor, tenant, note=note)
+
+
+def save_tenant(actor, tenant: Tenant, *, note="") -> Tenant:
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(Tenant, tenant)
+        validation.validate_tenant(tenant)
+        tenant.save()
+        _finish(actor, "update" if before else "create", tenant, before, note)
+    return tenant
+
+
+def delete_tenant(actor, tenant: Tenant, note="") -> None:
+    with transaction.atomic():
+        publisher.lock()
+        validation.validate_tenant_removal(tenant)
+        before = serialize(tenant)
+        tenant.delete()
+        _finish(actor, "delete", tenant, before, note, after=None)
+
+
+def create_delegation(actor, tenant: Tenant, suffix: str, note="") -> Delegation:
+    return save_delegation(actor, Delegation(tenant=_tenant(tenant), suffix=suffix), note=note)
+
+
+def update_delegation(actor, delegation: Delegation, suffix: str, note="") -> Delegation:
+    delegation.suffix = suffix
+    return save_delegation(actor, delegation, note=note)
+
+
+def save_delegation(actor, delegation: Delegation, *, note="") -> Delegation:
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(Delegation, delegation)
+        tenant = delegation.tenant if delegation.tenant_id else None
+        delegation.suffix = validation.validate_delegation(tenant, delegation.suffix, exclude_id=delegation.pk)
+        if before:
+            validation.validate_delegation_removal(delegation, replacement=delegation.suffix)
+        delegation.save()
+        _finish(actor, "update" if before else "create", delegation, before, note)
+    return delegation
+
+
+def delete_delegation(actor, delegation: Delegation, note="") -> None:
+    with transaction.atomic():
+        publisher.lock()
+        validation.validate_delegation_removal(delegation)
+        before = serialize(delegation)
+        delegation.delete()
+        _finish(actor, "delete", delegation, before, note, after=None, tenant=delegation.tenant)
+
+
+# ------------------------------------------------------------------ certificates
+
+def create_certificate(actor, *, tenant=None, private_key_pem: str, note="", ca_bundle_pem="",
+                       **fields) -> Certificate:
+    """Upload a certificate (``name``, ``certificate_pem``) with its private key."""
+    cert = Certificate(tenant=_tenant(tenant))
+    _set_fields(cert, fields)
+    return save_certificate(actor, cert, private_key_pem=private_key_pem, note=note, ca_bundle_pem=ca_bundle_pem)
+
+
+def update_certificate(actor, cert: Certificate, *, private_key_pem: str | None = None, note="",
+                       ca_bundle_pem="", **fields) -> Certificate:
+    """Rename or renew; ``private_key_pem`` None keeps the stored key (it must match)."""
+    if "tenant" in fields:
+        fields["tenant"] = _tenant(fields["tenant"])
+    _set_fields(cert, fields)
+    return save_certificate(actor, cert, private_key_pem=private_key_pem, note=note, ca_bundle_pem=ca_bundle_pem)
+
+
+def save_certificate(actor, cert: Certificate, *, private_key_pem: str | None = None, note="",
+                     ca_bundle_pem="") -> Certificate:
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(Certificate, cert)
+        validation.validate_certificate(cert, private_key_pem, ca_bundle_pem=ca_bundle_pem)
+        if private_key_pem:
+            cert.private_key_encrypted = crypto.encrypt(private_key_pem)
+        cert.save()
+        _finish(actor, "update" if before else "create", cert, before, note)
+    return cert
+
+
+def delete_certificate(actor, cert: Certificate, note="") -> None:
+    with transaction.atomic():
+        publisher.lock()
+        validation.validate_certificate_removal(cert)
+        before = serialize(cert)
+        cert.delete()
+        _finish(actor, "delete", cert, before, note, after=None, tenant=cert.tenant if cert.tenant_id else None)

@@ -1,0 +1,447 @@
+"""Business rules, checked before anything is stored: the one validation layer.
+
+The admin, the REST API and the dashboard call these through
+``controlplane.proxy.services``; none repeats them. Each function works on an
+unsaved (or changed) model instance, normalises it in place where a value has a
+canonical form (hosts, methods, target addresses) and raises
+``django.core.exceptions.ValidationError`` with a message dict keyed by model
+field names. Field-level syntax (header names, CR/LF/NUL, protected headers,
+ranges) is checked by compiling the object and running ``dataplane.schema`` on it,
+so the rules a node enforces are written once.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+from dataplane import schema
+
+from controlplane.certs import pem
+from controlplane.publishing import compiler
+from controlplane.tenancy import upstream_policy
+from controlplane.tenancy.models import Delegation, Tenant
+
+from .models import Certificate, Pool, Route, Target
+
+
+class Errors:
+    """Collects messages per field; ``raise_if_any`` turns them into a ValidationError."""
+
+    def __init__(self):
+        self.by_field: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        messages = self.by_field.setdefault(field, [])
+        if message not in messages:
+            messages.append(message)
+
+    def merge(self, error: ValidationError) -> None:
+        for field, messages in error.message_dict.items():
+            for message in messages:
+                self.add(field, message)
+
+    def __contains__(self, field: str) -> bool:
+        return field in self.by_field
+
+    def raise_if_any(self) -> None:
+        if self.by_field:
+            raise ValidationError(self.by_field)
+
+
+def _basic(obj, errors: Errors, exclude=()) -> None:
+    """Django's own field checks (blank, choices, max_length), not uniqueness."""
+    try:
+        obj.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        errors.merge(exc)
+
+
+def _tenant_label(tenant) -> str:
+    return f"tenant {tenant.slug}" if tenant is not None else "the platform"
+
+
+# ------------------------------------------------------------------ schema
+
+ROUTE_FK_PATHS = ("pool", "certificate", "id", "tenant")
+POOL_PREFIXES = {"tls": "tls_", "health_check": "health_check_"}
+POOL_UNPREFIXED = ("healthy_threshold", "unhealthy_threshold")
+
+
+def _split(path: str, prefix: str) -> tuple[str, str]:
+    """``routes[0].request_headers.set[1].name`` → (``request_headers``, ``set[1].name``)."""
+    rest = path[len(prefix):].lstrip(".")
+    for i, ch in enumerate(rest):
+        if ch in ".[":
+            return rest[:i], rest[i:].lstrip(".")
+    return rest, ""
+
+
+def schema_errors(snapshot: dict) -> list[schema.SchemaError]:
+    try:
+        schema.parse_snapshot(snapshot)
+    except schema.SnapshotInvalid as exc:
+        return exc.errors
+    return []
+
+
+def _route_schema(route: Route, errors: Errors) -> None:
+    data = {"pools": [], "routes": [compiler.route_dict(route)], "certificates": []}
+    for err in schema_errors(data):
+        field, sub = _split(err.path, "routes[0]")
+        if field in ROUTE_FK_PATHS or not err.path.startswith("routes[0]"):
+            continue
+        errors.add(field, f"{sub}: {err.message}" if sub else err.message)
+
+
+def _pool_field(field: str, sub: str) -> tuple[str, str]:
+    if field in POOL_PREFIXES and sub:
+        name, rest = _split(sub, "")
+        full = name if name in POOL_UNPREFIXED else POOL_PREFIXES[field] + name
+        return full, rest
+    return field, sub
+
+
+def _pool_schema(pool: Pool, targets: list[dict], errors: Errors) -> None:
+    data = {"pools": [compiler.pool_dict(pool, targets)], "routes": [], "certificates": []}
+    for err in schema_errors(data):
+        field, sub = _pool_field(*_split(err.path, "pools[0]"))
+        if field in ("id", "tenant", "policy"):
+            continue
+        if field == "targets":
+            errors.add("targets", _target_message(targets, sub, err.message))
+        else:
+            errors.add(field, f"{sub}: {err.message}" if sub else err.message)
+
+
+def _target_message(targets: list[dict], sub: str, message: str) -> str:
+    index, _, attr = sub.partition("].")
+    try:
+        t = targets[int(index.strip("["))]
+        label = f"{t.get('host')}:{t.get('port')}"
+    except (ValueError, IndexError):
+        label = sub
+    return f"{label}: {attr or 'target'} {message}"
+
+
+# ------------------------------------------------------------------ tenants and delegations
+
+def validate_tenant(tenant: Tenant) -> None:
+    errors = Errors()
+    _basic(tenant, errors)
+    if Tenant.objects.filter(slug=tenant.slug).exclude(pk=tenant.pk).exists():
+        errors.add("slug", f"a tenant with slug {tenant.slug} already exists")
+    networks = tenant.allowed_networks
+    if not isinstance(networks, list):
+        errors.add("allowed_networks", "must be a list of networks such as 10.20.0.0/16")
+    elif upstream_policy.invalid_networks(networks):
+        bad = ", ".join(upstream_policy.invalid_networks(networks))
+        errors.add("allowed_networks", f"{bad}: not a network (write e.g. 10.20.0.0/16)")
+    elif tenant.pk:
+        _recheck_tenant_targets(tenant, errors)
+    errors.raise_if_any()
+
+
+def _recheck_tenant_targets(tenant: Tenant, errors: Errors) -> None:
+    """Narrowing allowed_networks may not strand targets the tenant already uses."""
+    for target in Target.objects.filter(pool__tenant=tenant).select_related("pool"):
+        for problem in upstream_policy.check_target(target.host, tenant.allowed_networks):
+            errors.add("allowed_networks", f"pool {target.pool.name}: {problem}")
+
+
+def normalize_suffix(suffix: str) -> str:
+    try:
+        norm = schema.normalize_host(suffix or "")
+    except ValueError as exc:
+        raise ValidationError({"suffix": [str(exc)]}) from None
+    if norm.startswith("*."):
+        raise ValidationError({"suffix": ["write the suffix without *.: it covers every name below it"]})
+    return norm
+
+
+def overlaps(a: str, b: str) -> bool:
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+def validate_delegation(tenant: Tenant, suffix: str, *, exclude_id=None) -> str:
+    """Returns the normalised suffix; refuses one that meets another tenant's."""
+    if tenant is None or not tenant.pk:
+        raise ValidationError({"tenant": ["a delegation needs a tenant"]})
+    norm = normalize_suffix(suffix)
+    errors = Errors()
+    for other in Delegation.objects.exclude(pk=exclude_id).select_related("tenant"):
+        if other.tenant_id == tenant.pk and other.suffix == norm:
+            errors.add("suffix", f"{norm} is already delegated to tenant {tenant.slug}")
+        elif other.tenant_id != tenant.pk and overlaps(norm, other.suffix):
+            errors.add("suffix", f"{norm} overlaps {other.suffix}, delegated to tenant {other.tenant.slug}")
+    errors.raise_if_any()
+    return norm
+
+
+def validate_delegation_removal(delegation: Delegation, replacement: str | None = None) -> None:
+    """A delegation may go (or change to ``replacement``) only when the tenant's routes
+    stay inside its delegations."""
+    others = list(Delegation.objects.filter(tenant_id=delegation.tenant_id).exclude(pk=delegation.pk))
+    if replacement:
+        others.append(Delegation(tenant_id=delegation.tenant_id, suffix=replacement))
+    old = Delegation.objects.filter(pk=delegation.pk).first() or delegation
+    errors = Errors()
+    for route in Route.objects.filter(tenant_id=delegation.tenant_id):
+        for host in route.hosts or []:
+            if old.covers(host) and not any(d.covers(host) for d in others):
+                errors.add("suffix", f"route {route.name} uses {host}, which only {old.suffix} covers")
+    errors.raise_if_any()
+
+
+def validate_tenant_removal(tenant: Tenant) -> None:
+    owned = [(model, noun) for model, noun in ((Route, "routes"), (Pool, "pools"), (Certificate, "certificates"))
+             if model.objects.filter(tenant=tenant).exists()]
+    if owned:
+        raise ValidationError({NON_FIELD_ERRORS: [
+            f"tenant {tenant.slug} still owns {', '.join(noun for _, noun in owned)}; delete them first"]})
+
+
+# ------------------------------------------------------------------ quotas
+
+def _check_quota(errors: Errors, tenant, model, limit_field: str, noun: str, exclude_pk=None,
+                 adding: int = 1, queryset=None) -> None:
+    if tenant is None:
+        return
+    limit = getattr(tenant, limit_field)
+    qs = queryset if queryset is not None else model.objects.filter(tenant=tenant).exclude(pk=exclude_pk)
+    if qs.count() + adding > limit:
+        errors.add("tenant", f"tenant {tenant.slug} may have at most {limit} {noun} "
+                             f"(quota {limit_field}); delete one or ask the platform operator for more")
+
+
+# ------------------------------------------------------------------ pools
+
+def normalize_target(raw) -> dict:
+    """A target dict {host, port, weight, state}; ``enabled`` (bool) is accepted for state."""
+    t = dict(raw) if isinstance(raw, dict) else {"host": raw}
+    if "state" not in t and "enabled" in t:
+        t["state"] = Target.ENABLED if t["enabled"] else Target.DISABLED
+    t.pop("enabled", None)
+    t.setdefault("weight", 1)
+    t.setdefault("state", Target.ENABLED)
+    return {k: t.get(k) for k in ("id", "host", "port", "weight", "state") if k in t}
+
+
+def _target_host(host) -> str:
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError("host is required")
+    literal = upstream_policy.parse_ip_literal(host)
+    return str(literal) if literal is not None else schema.normalize_host(host)
+
+
+def _clean_targets(pool: Pool, targets: list[dict], errors: Errors) -> list[dict]:
+    tenant = pool.tenant if pool.tenant_id else None
+    seen, clean = set(), []
+    for t in targets:
+        try:
+            t["host"] = _target_host(t.get("host"))
+        except ValueError as exc:
+            errors.add("targets", f"{t.get('host')}: {exc}")
+            continue
+        if (t["host"], t.get("port")) in seen:
+            errors.add("targets", f"{t['host']}:{t.get('port')} is listed twice")
+        seen.add((t["host"], t.get("port")))
+        if tenant is not None:
+            for problem in upstream_policy.check_target(t["host"], tenant.allowed_networks or []):
+                errors.add("targets", problem)
+        clean.append(t)
+    return clean
+
+
+def _check_pool_in_use(pool: Pool, targets: list[dict], errors: Errors) -> None:
+    if not pool.pk:
+        return
+    routes = list(Route.objects.filter(pool_id=pool.pk))
+    if any(r.tenant_id != pool.tenant_id for r in routes):
+        errors.add("tenant", "routes of another owner use this pool; move or delete them first")
+    enabled = [r.name for r in routes if r.enabled]
+    if enabled and not any(t.get("state") == Target.ENABLED for t in targets):
+        errors.add("targets", f"routes {', '.join(enabled)} use this pool: keep at least one enabled target")
+
+
+def validate_pool(pool: Pool, targets) -> list[dict]:
+    """Checks a pool with the full list of its targets; returns the normalised targets."""
+    errors = Errors()
+    _basic(pool, errors, exclude=["tenant"])
+    targets = [normalize_target(t) for t in targets]
+    tenant = pool.tenant if pool.tenant_id else None
+    if Pool.objects.filter(tenant=tenant, name=pool.name).exclude(pk=pool.pk).exists():
+        errors.add("name", f"{_tenant_label(tenant)} already has a pool named {pool.name}")
+    _check_quota(errors, tenant, Pool, "max_pools", "pools", exclude_pk=pool.pk)
+    others = Target.objects.filter(pool__tenant=tenant).exclude(pool_id=pool.pk) if tenant else None
+    _check_quota(errors, tenant, Target, "max_targets", "targets", adding=len(targets), queryset=others)
+    targets = _clean_targets(pool, targets, errors)
+    _check_pool_in_use(pool, targets, errors)
+    _pool_schema(pool, targets, errors)
+    errors.raise_if_any()
+    return targets
+
+
+def validate_pool_removal(pool: Pool) -> None:
+    names = list(Route.objects.filter(pool_id=pool.pk).values_list("name", flat=True))
+    if names:
+        raise ValidationError({NON_FIELD_ERRORS: [
+            f"pool {pool.name} is used by routes {', '.join(names)}; point them elsewhere first"]})
+
+
+# ------------------------------------------------------------------ routes
+
+def normalize_hosts(hosts, errors: Errors) -> list[str]:
+    if not isinstance(hosts, (list, tuple)) or not hosts:
+        errors.add("hosts", "needs at least one host name")
+        return []
+    clean = []
+    for host in hosts:
+        try:
+            norm = schema.normalize_host(host if isinstance(host, str) else "")
+        except ValueError as exc:
+            errors.add("hosts", str(exc))
+            continue
+        if norm not in clean:
+            clean.append(norm)
+    return clean
+
+
+def _normalize_methods(route: Route, errors: Errors) -> None:
+    methods = route.methods or []
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods):
+        errors.add("methods", "must be a list of HTTP methods")
+        return
+    route.methods = list(dict.fromkeys(m.strip().upper() for m in methods))
+
+
+def match_key(route: Route) -> tuple:
+    headers = route.headers if isinstance(route.headers, list) else []
+    pairs = sorted((str(h.get("name", "")).lower(), str(h.get("value", ""))) for h in headers if isinstance(h, dict))
+    return (route.path, route.path_type, tuple(sorted(route.methods or [])), tuple(pairs))
+
+
+def _check_delegations(route: Route, errors: Errors) -> None:
+    if not route.tenant_id:
+        return
+    delegations = list(Delegation.objects.filter(tenant_id=route.tenant_id))
+    for host in route.hosts:
+        if not any(d.covers(host) for d in delegations):
+            errors.add("hosts", f"{host} is outside tenant {route.tenant.slug}'s delegations")
+
+
+def _check_pool(route: Route, errors: Errors) -> None:
+    pool = Pool.objects.filter(pk=route.pool_id).first() if route.pool_id else None
+    if pool is not None and pool.tenant_id and route.tenant_id is None:
+        errors.add("pool", f"pool {pool.name} belongs to tenant {pool.tenant.slug}; "
+                           "a route may only use a pool of its own owner")
+        return
+    if pool is None or pool.tenant_id != route.tenant_id:
+        errors.add("pool", f"unknown pool {route.pool_id}" if route.pool_id else "is required")
+        return
+    if route.enabled and not pool.targets.filter(state=Target.ENABLED).exists():
+        errors.add("pool", f"pool {pool.name} has no enabled targets")
+
+
+def _check_certificate(route: Route, errors: Errors) -> None:
+    if not route.certificate_id:
+        return
+    cert = Certificate.objects.filter(pk=route.certificate_id).first()
+    if cert is None or cert.tenant_id not in (None, route.tenant_id):
+        errors.add("certificate", f"unknown certificate {route.certificate_id}")
+        return
+    for host in route.hosts:
+        if not pem.covers(cert.sans or [], host):
+            errors.add("certificate", f"certificate {cert.name} does not cover {host} "
+                                      f"(it covers {', '.join(cert.sans or []) or 'no names'})")
+
+
+def _overlap_message(route: Route, other: Route, host: str) -> str:
+    if other.tenant_id == route.tenant_id:
+        owner = f"route {other.name}"
+    else:
+        owner = "a platform route" if other.tenant_id is None else "another tenant's route"
+    return f"{host} {route.path} ({route.path_type}) is already matched the same way by {owner}"
+
+
+def _check_overlaps(route: Route, errors: Errors) -> None:
+    if not route.enabled:
+        return
+    key = match_key(route)
+    others = Route.objects.filter(enabled=True, path=route.path, path_type=route.path_type).exclude(pk=route.pk)
+    for other in others:
+        if match_key(other) != key:
+            continue
+        for host in set(route.hosts) & set(normalize_hosts(other.hosts, Errors())):
+            errors.add("hosts", _overlap_message(route, other, host))
+
+
+def validate_route(route: Route) -> None:
+    """Checks a route as it would be stored; normalises hosts and methods in place."""
+    errors = Errors()
+    _basic(route, errors, exclude=["tenant", "pool", "certificate", "hosts"])
+    route.hosts = normalize_hosts(route.hosts, errors)
+    _normalize_methods(route, errors)
+    tenant = route.tenant if route.tenant_id else None
+    if Route.objects.filter(tenant=tenant, name=route.name).exclude(pk=route.pk).exists():
+        errors.add("name", f"{_tenant_label(tenant)} already has a route named {route.name}")
+    _check_quota(errors, tenant, Route, "max_routes", "routes", exclude_pk=route.pk)
+    _check_delegations(route, errors)
+    _check_pool(route, errors)
+    _check_certificate(route, errors)
+    if "hosts" not in errors and "methods" not in errors:
+        _check_overlaps(route, errors)
+        _route_schema(route, errors)
+    errors.raise_if_any()
+
+
+# ------------------------------------------------------------------ certificates
+
+def validate_certificate(cert: Certificate, private_key_pem: str | None, *, ca_bundle_pem: str = ""):
+    """Parses and checks the PEM (SPEC 6) and fills the parsed fields of ``cert``.
+
+    ``private_key_pem`` None keeps the stored key (it must still match). Returns the
+    ``pem.CertReport`` (warnings are stored, errors refuse the upload).
+    """
+    errors = Errors()
+    _basic(cert, errors, exclude=["tenant", "private_key_encrypted"])
+    tenant = cert.tenant if cert.tenant_id else None
+    _check_quota(errors, tenant, Certificate, "max_certificates", "certificates", exclude_pk=cert.pk)
+    if private_key_pem is None and not cert.private_key_encrypted:
+        errors.add("private_key_pem", "is required")
+    report = pem.inspect_pem(cert.certificate_pem, private_key_pem or _stored_key(cert),
+                             ca_bundle_pem=ca_bundle_pem)
+    for field, messages in report.errors.items():
+        for message in messages:
+            errors.add(field, message)
+    if report.ok:
+        _fill_parsed(cert, report)
+        _check_users_covered(cert, errors)
+    errors.raise_if_any()
+    return report
+
+
+def _stored_key(cert: Certificate) -> str | None:
+    from controlplane.certs import crypto
+
+    return crypto.decrypt(cert.private_key_encrypted) if cert.private_key_encrypted else None
+
+
+def _fill_parsed(cert: Certificate, report) -> None:
+    cert.subject, cert.issuer, cert.sans = report.subject[:500], report.issuer[:500], report.sans
+    cert.not_before, cert.not_after, cert.fingerprint = report.not_before, report.not_after, report.fingerprint
+    cert.chain_status, cert.warnings = report.chain_status, report.warnings
+
+
+def _check_users_covered(cert: Certificate, errors: Errors) -> None:
+    if not cert.pk:
+        return
+    for route in Route.objects.filter(certificate_id=cert.pk):
+        for host in route.hosts:
+            if not pem.covers(cert.sans, host):
+                errors.add("certificate_pem", f"does not cover {host}, which route {route.name} serves with it")
+
+
+def validate_certificate_removal(cert: Certificate) -> None:
+    names = list(Route.objects.filter(certificate_id=cert.pk).values_list("name", flat=True))
+    if names:
+        raise ValidationError({NON_FIELD_ERRORS: [
+            f"certificate {cert.name} is used by routes {', '.join(names)}; change them first"]})

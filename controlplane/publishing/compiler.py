@@ -1,0 +1,170 @@
+"""DB rows → the snapshot JSON of ``dataplane.schema`` (the one contract).
+
+``compile_snapshot`` holds no private keys: that is what a ConfigVersion stores.
+``materialize`` adds them (decrypted) just before a push. Everything is ordered
+by id so that the same rows always give the same sha256.
+"""
+from __future__ import annotations
+
+import copy
+
+from dataplane import schema
+
+from controlplane.certs import pem
+
+
+def compile_snapshot() -> dict:
+    from controlplane.proxy.models import Certificate, Route
+
+    routes = list(Route.objects.filter(enabled=True).select_related("tenant", "pool").order_by("id"))
+    pools = _pools_of(routes)
+    certs = [c for c in Certificate.objects.select_related("tenant").order_by("id") if _used(c, routes)]
+    return {
+        "schema": schema.SCHEMA_VERSION,
+        "pools": [pool_dict(p, list(p.targets.order_by("id"))) for p in pools],
+        "routes": [route_dict(r) for r in routes],
+        "certificates": [certificate_dict(c) for c in certs],
+    }
+
+
+def _pools_of(routes) -> list:
+    from controlplane.proxy.models import Pool
+
+    ids = sorted({r.pool_id for r in routes})
+    return list(Pool.objects.filter(id__in=ids).select_related("tenant").order_by("id"))
+
+
+def _used(cert, routes) -> bool:
+    """A certificate goes to the nodes when a route names it, or when it covers a host
+    of a route of the same tenant that picks its certificate by hostname (platform
+    certificates serve every tenant)."""
+    for route in routes:
+        if route.certificate_id == cert.id:
+            return True
+        same_owner = cert.tenant_id is None or cert.tenant_id == route.tenant_id
+        if route.certificate_id is None and same_owner and any(
+                pem.covers(cert.sans, h) for h in route.hosts if isinstance(h, str)):
+            return True
+    return False
+
+
+def _slug(tenant) -> str | None:
+    return tenant.slug if tenant is not None else None
+
+
+def target_dict(target) -> dict:
+    """``target`` is a Target row or a dict with host, port, weight, state (id optional)."""
+    get = target.get if isinstance(target, dict) else lambda k, d=None: getattr(target, k, d)
+    return {"id": get("id") or 0, "host": get("host"), "port": get("port"),
+            "weight": get("weight", 1), "state": get("state", "enabled")}
+
+
+def pool_dict(pool, targets) -> dict:
+    tenant = pool.tenant if pool.tenant_id else None
+    return {
+        "id": pool.id or 0,
+        "name": pool.name,
+        "tenant": _slug(tenant),
+        "targets": [target_dict(t) for t in targets],
+        "algorithm": pool.algorithm,
+        "hash_on": pool.hash_on,
+        "hash_key": pool.hash_key,
+        "sticky_cookie": pool.sticky_cookie,
+        "connect_timeout": pool.connect_timeout,
+        "read_timeout": pool.read_timeout,
+        "retries": pool.retries,
+        "tls": {"enabled": pool.tls_enabled, "verify": pool.tls_verify,
+                "ca_pem": pool.tls_ca_pem, "sni": pool.tls_sni},
+        "health_check": _health_check(pool),
+        "policy": {"restricted": tenant is not None,
+                   "allowed_networks": list(tenant.allowed_networks or []) if tenant else []},
+    }
+
+
+def _health_check(pool) -> dict | None:
+    if not pool.health_check_enabled:
+        return None
+    return {
+        "type": pool.health_check_type,
+        "path": pool.health_check_path,
+        "method": pool.health_check_method,
+        "expected_statuses": pool.health_check_expected_statuses,
+        "host": pool.health_check_host,
+        "interval": pool.health_check_interval,
+        "timeout": pool.health_check_timeout,
+        "healthy_threshold": pool.healthy_threshold,
+        "unhealthy_threshold": pool.unhealthy_threshold,
+    }
+
+
+def _rules(value):
+    if not isinstance(value, dict):
+        return value  # let the schema name the problem
+    return {"set": value.get("set", []), "add": value.get("add", []), "remove": value.get("remove", [])}
+
+
+def route_dict(route) -> dict:
+    return {
+        "id": route.id or 0,
+        "name": route.name,
+        "tenant": _slug(route.tenant if route.tenant_id else None),
+        "hosts": list(route.hosts) if isinstance(route.hosts, (list, tuple)) else route.hosts,
+        "pool": route.pool_id,
+        "path": route.path,
+        "path_type": route.path_type,
+        "methods": route.methods,
+        "headers": route.headers,
+        "priority": route.priority,
+        "strip_prefix": route.strip_prefix,
+        "preserve_host": route.preserve_host,
+        "request_headers": _rules(route.request_headers),
+        "response_headers": _rules(route.response_headers),
+        "websocket": route.websocket,
+        "https_redirect": route.https_redirect,
+        "hsts_max_age": route.hsts_max_age,
+        "max_body_size": route.max_body_size,
+        "forwarded": route.forwarded,
+        "certificate": route.certificate_id,
+    }
+
+
+def certificate_hosts(cert) -> list[str]:
+    """The certificate's SANs as the data plane matches them (invalid names dropped)."""
+    hosts = []
+    for san in cert.sans or []:
+        try:
+            host = schema.normalize_host(san)
+        except (ValueError, AttributeError):
+            continue
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def certificate_dict(cert) -> dict:
+    return {
+        "id": cert.id,
+        "name": cert.name,
+        "tenant": _slug(cert.tenant if cert.tenant_id else None),
+        "hosts": certificate_hosts(cert),
+        "certificate_pem": cert.certificate_pem,
+        "fingerprint": cert.fingerprint,
+    }
+
+
+def materialize(snapshot: dict) -> dict:
+    """A copy of ``snapshot`` with each certificate's private key filled in (decrypted).
+
+    A certificate deleted since the version was made gets an empty key; a key that
+    cannot be decrypted raises ``crypto.DecryptionError``.
+    """
+    from controlplane.certs import crypto
+    from controlplane.proxy.models import Certificate
+
+    out = copy.deepcopy(snapshot)
+    ids = [c.get("id") for c in out.get("certificates") or [] if isinstance(c, dict)]
+    keys = dict(Certificate.objects.filter(id__in=ids).values_list("id", "private_key_encrypted"))
+    for cert in out.get("certificates") or []:
+        encrypted = keys.get(cert.get("id"))
+        cert["private_key_pem"] = crypto.decrypt(encrypted) if encrypted else ""
+    return out

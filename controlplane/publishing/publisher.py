@@ -1,0 +1,129 @@
+"""Accepted changes become immutable ConfigVersions; nodes hear about them on commit.
+
+Every config write takes ``lock()`` first (a PostgreSQL transaction-level advisory
+lock; SQLite already serialises writers with ``BEGIN IMMEDIATE``), so validation,
+compilation and version numbering all see the same committed state and two
+concurrent publishes can never both claim number N+1.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from dataplane import schema
+
+from controlplane.audit.services import Actor, record
+
+from . import compiler, notify
+from .models import ConfigVersion
+
+ADVISORY_LOCK_KEY = 0x5377_6974_6368  # "Switch"
+
+
+def lock() -> None:
+    """Serialise config writers until the end of the current transaction."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def current_version() -> ConfigVersion | None:
+    return ConfigVersion.objects.order_by("-number").first()
+
+
+def check_snapshot(snapshot: dict) -> None:
+    """Refuse a snapshot a node would refuse, with the node's own messages."""
+    try:
+        schema.parse_snapshot(snapshot)
+    except schema.SnapshotInvalid as exc:
+        raise ValidationError({"snapshot": [f"{e.path}: {e.message}" for e in exc.errors]}) from None
+
+
+def publish(actor: Actor | None, note: str = "", *, rolled_back_from: int | None = None) -> ConfigVersion | None:
+    """Compile and store a new version when the config changed; None for a no-op."""
+    with transaction.atomic():
+        lock()
+        snapshot = compiler.compile_snapshot()
+        check_snapshot(snapshot)
+        digest = schema.snapshot_hash(snapshot)
+        latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
+        if latest is not None and latest.sha256 == digest:
+            return None
+        version = ConfigVersion.objects.create(
+            number=(latest.number if latest else 0) + 1, sha256=digest, snapshot=snapshot,
+            author=(actor or Actor.system()).label[:200], note=note or "", rolled_back_from=rolled_back_from)
+        notify.config_changed_on_commit()
+        return version
+
+
+def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion | None:
+    """Make version ``number`` live again: restore its routes, pools and targets rows,
+    then publish them as a new version (``rolled_back_from=number``) and audit it.
+
+    Routes not in that version are disabled (never deleted); pools and targets it
+    names are restored to its content (re-created when deleted). Returns None when
+    the live config already is that version.
+    """
+    from . import restore
+
+    with transaction.atomic():
+        lock()
+        target = ConfigVersion.objects.filter(number=number).first()
+        if target is None:
+            raise ValidationError({"number": [f"there is no version {number}"]})
+        before = current_version()
+        restore.restore_snapshot(target.snapshot, number)
+        version = publish(actor, note or f"rollback to version {number}", rolled_back_from=number)
+        record(actor, "rollback", version or target, note=note,
+               before={"version": before.number if before else None},
+               after={"version": version.number if version else number, "rolled_back_from": number})
+        return version
+
+
+# ------------------------------------------------------------------ diff
+
+KINDS = (("routes", "route"), ("pools", "pool"), ("certificates", "certificate"))
+
+
+def _flatten(item: dict) -> dict:
+    flat = {}
+    for key, value in item.items():
+        if isinstance(value, dict) and key not in ("request_headers", "response_headers"):
+            for sub, sub_value in value.items():
+                flat[f"{key}.{sub}"] = sub_value
+        else:
+            flat[key] = value
+    return flat
+
+
+def _label(item: dict) -> str:
+    return f"{item['tenant']}/{item.get('name')}" if item.get("tenant") else str(item.get("name"))
+
+
+def _changed_fields(before: dict, after: dict) -> list[dict]:
+    a, b = _flatten(before), _flatten(after)
+    return [{"field": key, "before": a.get(key), "after": b.get(key)}
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def diff(a: ConfigVersion, b: ConfigVersion) -> list[dict]:
+    """What changed from version ``a`` to version ``b``: one entry per added, removed
+    or changed route, pool and certificate, with field-level before/after."""
+    changes = []
+    for key, kind in KINDS:
+        old = {item["id"]: item for item in a.snapshot.get(key) or []}
+        new = {item["id"]: item for item in b.snapshot.get(key) or []}
+        for item_id in sorted(set(old) | set(new)):
+            changes.extend(_change(kind, item_id, old.get(item_id), new.get(item_id)))
+    return changes
+
+
+def _change(kind: str, item_id: int, old: dict | None, new: dict | None) -> list[dict]:
+    if old == new:
+        return []
+    base = {"kind": kind, "id": item_id, "name": _label(new or old)}
+    if old is None:
+        return [{**base, "action": "added", "fields": _changed_fields({}, new)}]
+    if new is None:
+        return [{**base, "action": "removed", "fields": _changed_fields(old, {})}]
+    return [{**base, "action": "changed", "fields": _changed_fields(old, new)}]

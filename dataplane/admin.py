@@ -1,0 +1,44 @@
+"""Admin listener: /healthz, /readyz and /metrics (Prometheus text)."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from dataplane import metrics as metrics_mod
+
+
+def make_app(state: Any) -> web.Application:
+    registry = state.metrics.registry()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if state.ready:
+            return web.Response(text=f"ready version={state.version} hash={state.hash}\n")
+        return web.Response(status=503, text="no configuration loaded\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics_mod.render(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start(state: Any, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start the admin listener; returns the runner and the bound port."""
+    runner = web.AppRunner(make_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = port
+    for s in getattr(site, "_server").sockets or ():
+        bound = s.getsockname()[1]
+        break
+    return runner, bound

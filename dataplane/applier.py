@@ -1,0 +1,135 @@
+"""The node's current configuration: immutable ``Tables`` swapped by one reference.
+
+``apply`` parses and builds the new tables beside the old ones; an exchange keeps the
+tables (route entry, pool, targets) it started with, so in-flight requests are never
+affected by a swap.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dataplane import accesslog, balancer, schema
+from dataplane.metrics import Metrics
+from dataplane.router import RouteEntry, Router
+from dataplane.upstream import Upstreams
+
+
+class PoolRuntime:
+    __slots__ = ("id", "name", "pool", "balancer", "connect_timeout", "read_timeout",
+                 "retries", "policy", "targets")
+
+    def __init__(self, pool: schema.Pool, targets: list[balancer.TargetState]):
+        self.id = pool.id
+        self.name = pool.name
+        self.pool = pool
+        self.connect_timeout = pool.connect_timeout
+        self.read_timeout = pool.read_timeout
+        self.retries = pool.retries
+        self.policy = pool.policy
+        self.targets = tuple(targets)
+        self.balancer = balancer.build(pool, targets)
+
+
+class Tables:
+    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets")
+
+    def __init__(self, version: int | None = None, digest: str | None = None,
+                 snapshot: schema.Snapshot | None = None, router: Router | None = None,
+                 pools: dict[int, PoolRuntime] | None = None,
+                 targets: dict[int, list[balancer.TargetState]] | None = None):
+        self.version = version
+        self.digest = digest
+        self.snapshot = snapshot
+        self.router = router or Router(())
+        self.pools = pools or {}
+        self.targets = targets or {}  # target id -> its states (one per pool using it)
+
+
+def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
+    drop = frozenset(n.lower().encode() for n in (*rules.remove, *(k for k, _ in rules.set)))
+    extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*rules.set, *rules.add))
+    return drop, extra
+
+
+class NodeState:
+    def __init__(self, metrics: Metrics | None = None, upstreams: Upstreams | None = None,
+                 node_name: str = ""):
+        self.metrics = metrics or Metrics()
+        self.upstreams = upstreams or Upstreams()
+        self.node_name = node_name
+        self.tables = Tables()
+        self.health: dict[int, bool] = {}
+        self.metrics.target_health = self._health_rows
+
+    @property
+    def version(self) -> int | None:
+        return self.tables.version
+
+    @property
+    def hash(self) -> str | None:
+        return self.tables.digest
+
+    @property
+    def ready(self) -> bool:
+        return self.tables.snapshot is not None
+
+    def apply(self, version: int, digest: str, snapshot: dict) -> float:
+        """Validate and swap in a snapshot; returns milliseconds taken.
+        Raises schema.SnapshotInvalid, leaving the running tables untouched."""
+        t0 = time.perf_counter()
+        try:
+            snap = schema.parse_snapshot(snapshot)
+            tables = self._build(version, digest, snap)
+        except schema.SnapshotInvalid:
+            self.metrics.applies["error"] += 1
+            raise
+        except Exception as exc:  # a bug in building must not take the node down
+            self.metrics.applies["error"] += 1
+            raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")])
+        self.tables = tables
+        self.metrics.applies["ok"] += 1
+        self.metrics.config_version = version
+        return (time.perf_counter() - t0) * 1000.0
+
+    def _build(self, version: int, digest: str, snap: schema.Snapshot) -> Tables:
+        health = self.health
+        pools: dict[int, PoolRuntime] = {}
+        by_target: dict[int, list[balancer.TargetState]] = {}
+        for p in snap.pools:
+            states = [balancer.TargetState(t, self.upstreams.get(t.host, t.port),
+                                           health.get(t.id, True)) for t in p.targets]
+            for s in states:
+                by_target.setdefault(s.id, []).append(s)
+            pools[p.id] = PoolRuntime(p, states)
+        entries = []
+        for r in snap.routes:
+            e = RouteEntry(r)
+            e.pool = pools[r.pool]
+            e.stats = self.metrics.route(r.name)
+            e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
+            e.req_drop, e.req_extra = _rules(r.request_headers)
+            e.resp_drop, e.resp_extra = _rules(r.response_headers)
+            entries.append(e)
+        return Tables(version, digest, snap, Router(entries), pools, by_target)
+
+    def set_health(self, targets: dict[Any, bool]) -> None:
+        """Health from the control plane ({target id: healthy}); unhealthy targets get
+        no traffic. Ids may arrive as JSON strings."""
+        tables = self.tables
+        touched = set()
+        for key, ok in targets.items():
+            tid = int(key)
+            self.health[tid] = bool(ok)
+            for state in tables.targets.get(tid, ()):
+                state.healthy = bool(ok)
+                touched.add(id(state))
+        if touched:
+            for pool in tables.pools.values():
+                if any(id(t) in touched for t in pool.targets):
+                    pool.balancer.refresh()
+
+    def _health_rows(self):
+        for pool in self.tables.pools.values():
+            for t in pool.targets:
+                yield pool.name, t.addr, t.live

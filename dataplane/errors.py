@@ -1,0 +1,72 @@
+"""Responses the proxy generates itself, each with a Proxy-Status (RFC 9209) header.
+
+Every template is rendered to bytes at import time; only the request id and the
+connection disposition are filled in per response.
+"""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+PROXY_NAME = "switchyard"
+
+# code -> (status, Proxy-Status error type, detail). The code is what callers pass
+# around and what the access log shows as proxy_status.
+ERRORS: dict[str, tuple[int, str, str]] = {
+    "connection_refused": (502, "connection_refused", "upstream refused the connection"),
+    "dns_error": (502, "dns_error", "upstream host name did not resolve"),
+    "http_protocol_error": (502, "http_protocol_error", "invalid response from upstream"),
+    "connection_terminated": (502, "connection_terminated",
+                              "upstream closed the connection before responding"),
+    "destination_ip_prohibited": (502, "destination_ip_prohibited",
+                                  "upstream address not allowed by the pool policy"),
+    "destination_ip_unroutable": (502, "destination_ip_unroutable", "upstream address unreachable"),
+    "connection_timeout": (504, "connection_timeout", "timed out connecting to upstream"),
+    "http_response_timeout": (504, "http_response_timeout",
+                              "upstream sent no response headers in time"),
+    "destination_unavailable": (503, "destination_unavailable", "no healthy upstream target"),
+    "destination_not_found": (404, "destination_not_found", "no route matches this request"),
+    "body_too_large": (413, "http_request_error", "request body too large"),
+    "headers_too_large": (431, "http_request_error", "request headers too large"),
+    "uri_too_long": (414, "http_request_error", "request line too long"),
+    "proxy_loop_detected": (508, "proxy_loop_detected", "request already passed through this proxy"),
+    "bad_request": (400, "http_request_error", "malformed request"),
+    "proxy_internal_error": (500, "proxy_internal_error", "internal proxy error"),
+}
+
+
+class Template:
+    __slots__ = ("code", "status", "type", "prefix", "body", "head_len")
+
+    def __init__(self, code: str, status: int, etype: str, detail: str):
+        self.code = code
+        self.status = status
+        self.type = etype
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        self.body = f"{status} {reason}: {detail} ({etype})\n".encode()
+        self.prefix = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(self.body)}\r\n"
+            "Cache-Control: no-store\r\n"
+            f'Proxy-Status: {PROXY_NAME}; error={etype}; details="{detail}"\r\n'
+            "X-Request-ID: "
+        ).encode()
+
+
+TEMPLATES: dict[str, Template] = {code: Template(code, *spec) for code, spec in ERRORS.items()}
+
+_CLOSE = b"\r\nConnection: close\r\n\r\n"
+_KEEP_11 = b"\r\n\r\n"
+_KEEP_10 = b"\r\nConnection: keep-alive\r\n\r\n"
+
+
+def render(code: str, request_id: bytes, close: bool, http10: bool = False,
+           head: bool = False) -> bytes:
+    """The full response bytes for error ``code``."""
+    t = TEMPLATES[code]
+    tail = _CLOSE if close else (_KEEP_10 if http10 else _KEEP_11)
+    return t.prefix + request_id + tail + (b"" if head else t.body)
+
+
+def status_of(code: str) -> int:
+    return TEMPLATES[code].status

@@ -1,0 +1,311 @@
+"""The data-plane side of config sync (SPEC 3): a WebSocket client to the control plane.
+
+``SyncClient.run()`` connects to ``/ws/dataplane/`` with the node token, says hello
+with the version and hash the node runs, heartbeats every ``schema.HEARTBEAT_SECONDS``,
+applies pushed snapshots (newest only: a single-slot mailbox drained by one apply
+task), answers each push with an ACK or a NACK, writes every applied snapshot to the
+cache directory, forwards upstream health to the node state, and reconnects with
+jittered exponential backoff (0.5 s up to 30 s) forever, serving the last good config
+meanwhile. No Django here.
+
+The node state is duck-typed (see ``dataplane.applier.NodeState``): attributes
+``version``, ``hash``, ``ready``; ``apply(version, digest, snapshot) -> float`` (ms;
+raises ``schema.SnapshotInvalid``; may also return an awaitable), and
+``set_health({target_id: bool})``.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import random
+import zlib
+from typing import Any
+
+import aiohttp
+
+from dataplane import cache, schema
+
+log = logging.getLogger("switchyard.sync")
+
+SOFTWARE_VERSION = "switchyard-dataplane/0.1.0"
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+WS_PING_SECONDS = 30.0  # WebSocket-level ping: notices a dead TCP connection
+
+
+class SyncClient:
+    def __init__(self, url: str, token: str, state: Any, cache_dir, node_name: str,
+                 workers: int = 1, software: str = SOFTWARE_VERSION, *,
+                 heartbeat_seconds: float = schema.HEARTBEAT_SECONDS,
+                 backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX,
+                 ssl: Any = True):
+        self.url = url
+        self.token = token
+        self.state = state
+        self.cache_dir = cache_dir
+        self.node_name = node_name
+        self.workers = workers
+        self.software = software
+        self.heartbeat_seconds = heartbeat_seconds
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.ssl = ssl
+        # Observable state, for the admin endpoint and tests.
+        self.connected = False
+        self.stats = {"connects": 0, "connect_failures": 0, "pushes": 0, "superseded": 0,
+                      "acks": 0, "nacks": 0}
+        self.last_error = ""
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._slot: tuple[aiohttp.ClientWebSocketResponse, bytes] | None = None
+        self._slot_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._apply_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def restore_from_cache(self) -> bool:
+        """Apply the cached last-known-good snapshot if the state runs nothing yet.
+
+        ``run()`` calls this first; a node process that restores earlier (to serve
+        before the event loop runs anything else) makes it a no-op."""
+        if self.state.version is not None:
+            return False
+        cached = cache.load(self.cache_dir)
+        if cached is None:
+            return False
+        version, digest, snapshot = cached
+        try:
+            result = self.state.apply(version, digest, snapshot)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # e.g. a cache written by an older, incompatible node
+            log.error("sync: cannot serve cached v%s: %s", version, exc)
+            return False
+        log.info("sync: serving cached v%s (%s) until the control plane answers", version, digest[:12])
+        return True
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only after ``close()``."""
+        await self.restore_from_cache()
+        self._apply_task = asyncio.create_task(self._apply_loop(), name="switchyard-apply")
+        delay = self.backoff_min
+        timeout = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=30)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while not self._stop.is_set():
+                    try:
+                        ws = await session.ws_connect(
+                            self.url, headers={"Authorization": f"Bearer {self.token}"},
+                            max_msg_size=schema.MAX_PUSH_BYTES, heartbeat=WS_PING_SECONDS,
+                            autoping=True, ssl=self.ssl,
+                            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        self.stats["connect_failures"] += 1
+                        self.last_error = _describe(exc)
+                        log.warning("sync: cannot connect to %s: %s", self.url, self.last_error)
+                    else:
+                        delay = self.backoff_min  # a successful connection resets the backoff
+                        try:
+                            await self._serve(ws)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as exc:
+                            self.last_error = _describe(exc)
+                            log.warning("sync: connection to %s failed: %s", self.url, self.last_error)
+                        finally:
+                            self.connected = False
+                            self._ws = None
+                            await ws.close()
+                    if self._stop.is_set():
+                        break
+                    # Equal jitter: half the ceiling plus a random part, within [min, max].
+                    pause = min(self.backoff_max, max(self.backoff_min, random.uniform(delay / 2, delay)))
+                    delay = min(self.backoff_max, delay * 2)
+                    log.info("sync: reconnecting in %.2f s (serving v%s meanwhile)", pause, self.state.version)
+                    await self._sleep(pause)
+        finally:
+            self.connected = False
+            if self._apply_task is not None:
+                self._apply_task.cancel()
+                await asyncio.gather(self._apply_task, return_exceptions=True)
+                self._apply_task = None
+
+    async def close(self) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            await ws.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait before reconnecting; ``close()`` cuts it short."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # ------------------------------------------------------------ one connection
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self.connected = True
+        self.stats["connects"] += 1
+        log.info("sync: connected to %s as %s", self.url, self.node_name)
+        await ws.send_json({
+            "type": schema.MSG_HELLO, "version": self.state.version, "hash": self.state.hash,
+            "software": self.software, "workers": self.workers,
+        })
+        heartbeat = asyncio.create_task(self._heartbeat_loop(ws), name="switchyard-heartbeat")
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    self._post(ws, msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    raise ws.exception() or ConnectionError("WebSocket error")
+            if not self._stop.is_set():
+                log.warning("sync: control plane closed the connection (code %s)", ws.close_code)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat_loop(self, ws) -> None:
+        while not ws.closed:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await ws.send_json({"type": schema.MSG_HEARTBEAT,
+                                    "version": self.state.version, "hash": self.state.hash})
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.info("sync: heartbeat failed: %s", exc)
+                await ws.close()
+                return
+
+    def _on_text(self, data: str) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            log.warning("sync: ignoring a text frame that is not JSON")
+            return
+        if not isinstance(msg, dict):
+            return
+        if msg.get("type") == schema.MSG_HEALTH:
+            targets = msg.get("targets")
+            if not isinstance(targets, dict):
+                return
+            try:
+                health = {int(k): bool(v) for k, v in targets.items()}
+            except (TypeError, ValueError):
+                log.warning("sync: ignoring a health message with bad target ids")
+                return
+            self.state.set_health(health)
+        else:
+            log.debug("sync: ignoring message type %r", msg.get("type"))
+
+    # ------------------------------------------------------------ applying pushes
+
+    def _post(self, ws, frame: bytes) -> None:
+        """Single-slot mailbox: a newer push replaces one that is still waiting."""
+        self.stats["pushes"] += 1
+        if self._slot is not None:
+            self.stats["superseded"] += 1
+            log.info("sync: a newer push supersedes one not yet applied")
+        self._slot = (ws, frame)
+        self._slot_ready.set()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._slot_ready.wait()
+            self._slot_ready.clear()
+            item, self._slot = self._slot, None
+            if item is None:
+                continue
+            try:
+                await self._apply_push(*item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sync: handling a push failed")
+
+    async def _apply_push(self, ws, frame: bytes) -> None:
+        try:
+            msg, actual = await asyncio.to_thread(_decode, frame)
+        except (ValueError, zlib.error, MemoryError) as exc:
+            log.error("sync: undecodable push ignored: %s", exc)
+            return
+        version, digest, nonce = msg.get("version"), msg.get("hash"), msg.get("nonce")
+        snapshot = msg.get("snapshot")
+        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(digest, str):
+            log.error("sync: push without a version or hash ignored")
+            return
+        if not isinstance(snapshot, dict):
+            await self._nack(ws, nonce, version, digest,
+                             [schema.SchemaError("snapshot", "must be an object").as_dict()])
+            return
+        if actual != digest:
+            await self._nack(ws, nonce, version, digest, [schema.SchemaError(
+                "hash", f"push says {digest} but the snapshot hashes to {actual}").as_dict()])
+            return
+        if version == self.state.version and digest == self.state.hash:
+            await self._ack(ws, nonce, version, digest, 0.0)
+            return
+        try:
+            result = self.state.apply(version, digest, snapshot)
+            if inspect.isawaitable(result):
+                result = await result
+            apply_ms = float(result)
+        except asyncio.CancelledError:
+            raise
+        except schema.SnapshotInvalid as exc:
+            log.error("sync: rejected v%s: %s", version, exc)
+            await self._nack(ws, nonce, version, digest, [e.as_dict() for e in exc.errors])
+            return
+        except Exception as exc:
+            log.exception("sync: applying v%s failed", version)
+            await self._nack(ws, nonce, version, digest,
+                             [{"path": "", "message": f"apply failed: {_describe(exc)}"}])
+            return
+        log.info("sync: applied v%s (%s) in %.1f ms", version, digest[:12], apply_ms)
+        try:
+            await asyncio.to_thread(cache.save, self.cache_dir, version, digest, snapshot)
+        except Exception:
+            log.exception("sync: writing the snapshot cache failed (v%s still applied)", version)
+        await self._ack(ws, nonce, version, digest, apply_ms)
+
+    async def _ack(self, ws, nonce, version, digest, apply_ms) -> None:
+        self.stats["acks"] += 1
+        await self._answer(ws, {"type": schema.MSG_ACK, "nonce": nonce, "version": version,
+                                "hash": digest, "apply_ms": round(apply_ms, 3)})
+
+    async def _nack(self, ws, nonce, version, digest, errors: list[dict]) -> None:
+        self.stats["nacks"] += 1
+        await self._answer(ws, {
+            "type": schema.MSG_NACK, "nonce": nonce, "version": version, "hash": digest,
+            "running_version": self.state.version, "running_hash": self.state.hash,
+            "errors": errors[:50],
+        })
+
+    async def _answer(self, ws, message: dict) -> None:
+        # Answers go on the connection the push came from; if it is gone, the next
+        # hello tells the control plane what runs.
+        if ws.closed:
+            log.info("sync: connection gone; %s for v%s not sent", message["type"], message["version"])
+            return
+        try:
+            await ws.send_json(message)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.info("sync: sending %s failed: %s", message["type"], exc)
+
+
+def _decode(frame: bytes) -> tuple[dict, str | None]:
+    msg = schema.decode_push(frame)
+    snapshot = msg.get("snapshot")
+    return msg, schema.snapshot_hash(snapshot) if isinstance(snapshot, dict) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

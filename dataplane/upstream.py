@@ -1,0 +1,262 @@
+"""Upstream connections: connect (DNS, address policy, timeout) and keep-alive pooling.
+
+A ``HostPool`` per (host, port) keeps idle keep-alive connections (LIFO, bounded,
+closed when idle too long). Pools live in ``Upstreams``, which outlives config
+applies, so a new snapshot keeps the warm connections of unchanged targets.
+An ``UpstreamConnection`` parses responses with httptools and hands the events to the
+exchange currently using it (see forwarder.Exchange).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import socket
+import time
+from typing import Any
+
+from httptools import HttpParserError, HttpResponseParser
+
+IDLE_SECONDS = 20.0   # below common upstream keep-alive timeouts (nginx 75 s, aiohttp 75 s)
+MAX_IDLE_PER_TARGET = 256
+
+
+class UpstreamError(Exception):
+    """A connect failure; ``code`` is an errors.ERRORS key."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@functools.lru_cache(maxsize=256)
+def _networks(allowed: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in allowed)
+
+
+def check_address(ip: str, policy: Any) -> bool:
+    """May a pool with ``policy`` (schema.UpstreamPolicy) connect to ``ip``?"""
+    if policy is None or not policy.restricted:
+        return True
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    for net in _networks(policy.allowed_networks):
+        if addr.version == net.version and addr in net:
+            return True
+    return not (addr.is_loopback or addr.is_private or addr.is_link_local or addr.is_unspecified
+                or addr.is_multicast or addr.is_reserved)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("transport", "hostpool", "parser", "exchange", "idle_since", "closed",
+                 "reused", "received", "reason", "headers", "head_request", "finish_after_feed",
+                 "peer")
+
+    def __init__(self, hostpool: "HostPool"):
+        self.transport = None
+        self.hostpool = hostpool
+        self.parser = HttpResponseParser(self)
+        self.exchange = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.reused = False
+        self.received = False
+        self.reason = b""
+        self.headers: list = []
+        self.head_request = False
+        self.finish_after_feed = False
+        self.peer = ""
+
+    # ---- transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:  # unsolicited bytes on an idle connection
+            self.close()
+            return
+        self.received = True
+        ex.up_last = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            if self.exchange is ex:
+                ex.flush()
+                ex.upstream_failed(self, "http_protocol_error")
+            return
+        if ex.out is not None:
+            ex.flush()
+        if self.finish_after_feed:  # a HEAD response: llhttp would wait for the body
+            self.finish_after_feed = False
+            keep = self.parser.should_keep_alive()
+            self.parser = HttpResponseParser(self)
+            if self.exchange is ex:
+                ex.upstream_done(self, keep)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        idle = self.hostpool.idle
+        if self.exchange is None:
+            if self in idle:
+                idle.remove(self)
+            return
+        self.exchange.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_client(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_client(False)
+
+    # ---- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.exchange.upstream_head(self, status, self.reason, self.headers)
+        if self.head_request and status >= 200:
+            self.finish_after_feed = True
+
+    def on_body(self, chunk: bytes) -> None:
+        self.exchange.upstream_body(chunk)
+
+    def on_message_complete(self) -> None:
+        if not self.finish_after_feed:
+            self.exchange.upstream_done(self, self.parser.should_keep_alive())
+
+    # ---- pool side
+    def close(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HostPool:
+    """Idle keep-alive connections to one (host, port)."""
+
+    __slots__ = ("host", "port", "idle", "literal")
+
+    def __init__(self, host: str, port: int):
+        self.host = host
+        self.port = port
+        self.idle: list[UpstreamConnection] = []
+        self.literal = is_ip(host)
+
+    def acquire(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.transport.is_closing():
+                c.reused = True
+                c.received = False
+                return c
+        return None
+
+    def release(self, c: UpstreamConnection) -> None:
+        c.exchange = None
+        if c.closed or len(self.idle) >= MAX_IDLE_PER_TARGET:
+            c.close()
+            return
+        c.idle_since = time.monotonic()
+        self.idle.append(c)
+
+    def sweep(self, now: float, max_idle: float = IDLE_SECONDS) -> None:
+        idle = self.idle
+        while idle and now - idle[0].idle_since > max_idle:
+            idle.pop(0).close()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+    async def connect(self, timeout: float, policy: Any) -> UpstreamConnection:
+        """A new connection, or UpstreamError with the Proxy-Status code of the failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.literal:
+            addrs = [self.host]
+        else:
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM), timeout)
+            except (socket.gaierror, UnicodeError) as exc:
+                raise UpstreamError("dns_error", f"{self.host}: {exc}") from None
+            except asyncio.TimeoutError:
+                raise UpstreamError("dns_error", f"{self.host}: lookup timed out") from None
+            addrs = list(dict.fromkeys(info[4][0] for info in infos))
+        allowed = [a for a in addrs if check_address(a, policy)]
+        if not allowed:
+            raise UpstreamError("destination_ip_prohibited", f"{self.host} -> {', '.join(addrs)}")
+        error = UpstreamError("connection_refused", self.host)
+        for addr in allowed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UpstreamError("connection_timeout", f"{addr}:{self.port}")
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: UpstreamConnection(self), addr, self.port),
+                    remaining)
+                return conn
+            except asyncio.TimeoutError:
+                raise UpstreamError("connection_timeout", f"{addr}:{self.port}") from None
+            except ConnectionRefusedError:
+                error = UpstreamError("connection_refused", f"{addr}:{self.port}")
+            except OSError as exc:
+                error = UpstreamError("destination_ip_unroutable", f"{addr}:{self.port}: {exc}")
+        raise error
+
+
+class Upstreams:
+    """All host pools of a node process; survives config applies."""
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, int], HostPool] = {}
+
+    def get(self, host: str, port: int) -> HostPool:
+        hp = self.pools.get((host, port))
+        if hp is None:
+            hp = self.pools[(host, port)] = HostPool(host, port)
+        return hp
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for hp in self.pools.values():
+            if hp.idle:
+                hp.sweep(now)
+
+    def close(self) -> None:
+        for hp in self.pools.values():
+            hp.close()
