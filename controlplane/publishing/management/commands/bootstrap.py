@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from controlplane.audit.services import Actor, record
 from controlplane.publishing.models import Node
 from controlplane.tenancy.models import hash_token
 
@@ -96,6 +97,7 @@ class Command(BaseCommand):
             node = Node.objects.select_for_update().filter(name=name).first()
             if node is None:
                 node, token = Node.register(name)
+                record(Actor.system(), "register", node, after={"name": name}, note="manage.py bootstrap")
                 action = "registered"
             else:
                 current = token_file.read_text().strip() if token_file.is_file() else ""
@@ -109,6 +111,7 @@ class Command(BaseCommand):
                 token = "node_" + secrets.token_urlsafe(32)
                 node.token_hash = hash_token(token)
                 node.save(update_fields=["token_hash"])
+                record(Actor.system(), "rotate_token", node, note="manage.py bootstrap: token file missing or stale")
                 action = "re-issued the token of"
             write_secret_file(token_file, token)
         self.stdout.write(f"bootstrap: {action} node {name!r}, token saved to {token_file}")
