@@ -9,24 +9,16 @@ PIP := $(VENV)/bin/pip
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-# Addresses of the `make run` stack (read by Procfile and `manage.py bootstrap`).
-export SWITCHYARD_VAR_DIR ?= $(CURDIR)/var
-export SWITCHYARD_WEB_BIND ?= 127.0.0.1
-export SWITCHYARD_WEB_PORT ?= 8000
-export SWITCHYARD_NODE_NAME ?= local
-export SWITCHYARD_NODE_HTTP ?= 127.0.0.1:8080
-export SWITCHYARD_NODE_HTTPS ?= 127.0.0.1:8443
-export SWITCHYARD_NODE_ADMIN ?= 127.0.0.1:9901
-export SWITCHYARD_CONTROL_PLANE_URL ?= ws://127.0.0.1:$(SWITCHYARD_WEB_PORT)/ws/dataplane/
-export SWITCHYARD_DEMO_BIND ?= 127.0.0.1
-export SWITCHYARD_DEMO_PORT ?= 8081
-export SWITCHYARD_DEMO_HOST ?= demo.localhost
+# Addresses and ports of the `make run` stack come from the environment with defaults
+# in the Procfile and in `manage.py bootstrap` (see README.md, "Environment variables"),
+# e.g.  SWITCHYARD_WEB_PORT=9000 SWITCHYARD_NODE_HTTP=127.0.0.1:9080 make run
 
 .PHONY: run test venv deps test-deps bootstrap clean-venv
 
 run: deps
 	$(PY) manage.py bootstrap
-	@echo "Starting Switchyard: dashboard http://$(SWITCHYARD_WEB_BIND):$(SWITCHYARD_WEB_PORT)/ , proxy http://$(SWITCHYARD_NODE_HTTP)/ (Ctrl-C stops everything)"
+	@echo "Starting Switchyard: control plane http://$${SWITCHYARD_WEB_BIND:-127.0.0.1}:$${SWITCHYARD_WEB_PORT:-8000}/admin/ ," \
+	      "proxy http://$${SWITCHYARD_NODE_HTTP:-127.0.0.1:8080}/ (Ctrl-C stops everything)"
 	exec $(VENV)/bin/honcho -f Procfile start
 
 bootstrap: deps
