@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from controlplane.health.status import health_generation, health_message, health_snapshot
 from controlplane.publishing import notify
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
 from controlplane.tenancy.models import hash_token
@@ -73,6 +74,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
         self.pending_check: asyncio.Task | None = None
         self.poll_task: asyncio.Task | None = None
         self.known_latest: int | None = None
+        self.health_generation: int | None = None  # last health state sent to the node
 
         token = bearer_token(self.scope)
         node = await database_sync_to_async(authenticate_node)(token) if token else None
@@ -138,6 +140,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
         log.info("sync: node %s hello (v%s %s, %s)", self.node_name, self.node_version,
                  (self.node_hash or "-")[:12], software or "unknown software")
         await self.check_and_push()
+        await self.sync_health()
         poll = float(getattr(settings, "SWITCHYARD_POLL_SECONDS", 0) or 0)
         if poll > 0 and self.poll_task is None:
             self.poll_task = asyncio.create_task(self.poll_loop(poll))
@@ -149,6 +152,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
             return
         if self.greeted:
             await self.check_and_push()
+            await self.sync_health()
 
     async def on_ack(self, msg):
         version, digest = _opt_int(msg.get("version")), _opt_str(msg.get("hash"))
@@ -228,6 +232,25 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
             if latest is not None and latest != self.known_latest:
                 self.known_latest = latest
                 self.schedule_check()
+            await self.sync_health()
+
+    async def sync_health(self):
+        """Send the whole health state when its generation moved since we last sent it.
+
+        Snapshots carry no health, so a new connection always gets it; afterwards the
+        generation (one row) is compared on heartbeats and polls, which repairs lost
+        or, in embedded mode, impossible ``health.changed`` hints.
+        """
+        try:
+            generation = await database_sync_to_async(health_generation)()
+            if generation == self.health_generation:
+                return
+            generation, state = await database_sync_to_async(health_snapshot)()
+        except Exception:
+            log.exception("sync: reading health state for node %s failed", self.node_name)
+            return
+        self.health_generation = generation
+        await self.send(text_data=json.dumps(health_message(state)))
 
     # ------------------------------------------------------------ pushing
 

@@ -113,8 +113,18 @@ async def hello(token, node, version=None, hash=None):
     return comm
 
 
+async def next_frame(comm, timeout=3.0):
+    """The next frame that is not a full health-state message (sent after every hello)."""
+    while True:
+        frame = await comm.receive_from(timeout=timeout)
+        if isinstance(frame, str) and json.loads(frame).get("type") == schema.MSG_HEALTH \
+                and not json.loads(frame)["targets"]:
+            continue
+        return frame
+
+
 async def next_push(comm, timeout=3.0) -> dict:
-    frame = await comm.receive_from(timeout=timeout)
+    frame = await next_frame(comm, timeout)
     assert isinstance(frame, bytes), f"expected a binary push, got {frame!r}"
     return schema.decode_push(frame)
 
@@ -346,7 +356,7 @@ async def test_it_forwards_health_changes_as_text_frames():
     await wait_until(connected, what="hello handled")
     await get_channel_layer().group_send(
         notify.DATAPLANE_GROUP, {"type": notify.HEALTH_CHANGED, "targets": {"7": False, 8: True}})
-    frame = await comm.receive_from(timeout=3)
+    frame = await next_frame(comm)
     assert json.loads(frame) == {"type": "health", "targets": {"7": False, "8": True}}
     await comm.disconnect()
 
@@ -395,4 +405,32 @@ async def test_it_closes_the_connection_of_a_node_revoked_while_connected():
     await database_sync_to_async(Node.objects.filter(pk=node.pk).update)(revoked=True)
     await comm.send_json_to({"type": "heartbeat", "version": None, "hash": None})
     out = await comm.receive_output(timeout=3)
+    while out["type"] == "websocket.send":  # the health state sent after hello
+        out = await comm.receive_output(timeout=3)
     assert out["type"] == "websocket.close"
+
+
+@database_sync_to_async
+def make_target_health(healthy: bool):
+    from controlplane.health.status import bump_generation
+    from controlplane.proxy.models import Pool, Target
+
+    with transaction.atomic():
+        target = Target.objects.first() or Target.objects.create(
+            pool=Pool.objects.create(name="checked"), host="127.0.0.1", port=9001)
+        Target.objects.filter(pk=target.pk).update(healthy=healthy)
+        bump_generation()  # what a health transition does, without any group message
+    return target.pk
+
+
+async def test_it_sends_the_health_state_after_hello_and_when_its_generation_moves():
+    node, token = await register()
+    target_id = await make_target_health(True)
+    comm = await hello(token, node)
+    first = json.loads(await comm.receive_from(timeout=3))
+    assert first == {"type": "health", "targets": {str(target_id): True}}
+    await make_target_health(False)  # no hint: the heartbeat compares the generation
+    await heartbeat(comm, node, None, None)
+    second = json.loads(await next_frame(comm))
+    assert second == {"type": "health", "targets": {str(target_id): False}}
+    await comm.disconnect()
