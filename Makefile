@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # in the Procfile and in `manage.py bootstrap` (see README.md, "Environment variables"),
 # e.g.  SWITCHYARD_WEB_PORT=9000 SWITCHYARD_NODE_HTTP=127.0.0.1:9080 make run
 
-.PHONY: run test venv deps test-deps bootstrap clean-venv
+.PHONY: run test venv deps test-deps bootstrap clean-venv bench
 
 run: deps
 	$(PY) manage.py bootstrap
@@ -26,6 +26,11 @@ bootstrap: deps
 
 test: test-deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# Benchmarks side by side with nginx and HAProxy (bench/README.md); e.g. BENCH_ARGS=--quick
+BENCH_ARGS ?=
+bench: deps
+	$(PY) -m bench $(BENCH_ARGS)
 
 venv: $(VENV)/bin/python
 

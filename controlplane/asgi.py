@@ -6,14 +6,19 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from controlplane.dashboard.consumers import LiveConsumer  # noqa: E402
 from controlplane.publishing.consumers import DataPlaneConsumer  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    # Dashboard assets (static/) are served by the app itself: no CDN, no web server needed.
+    "http": ASGIStaticFilesHandler(django_asgi_app),
     "websocket": URLRouter([
         path("ws/dataplane/", DataPlaneConsumer.as_asgi()),
+        path("ws/live/", AuthMiddlewareStack(LiveConsumer.as_asgi())),  # dashboard: session auth
     ]),
 })

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "controlplane.tenancy",
     "controlplane.proxy",
     "controlplane.publishing",
@@ -61,6 +62,9 @@ INSTALLED_APPS = [
     "controlplane.alerts",
     "controlplane.health",
     "controlplane.certs",
+    "controlplane.api",
+    "controlplane.dashboard",
+    "controlplane.telemetry",
 ]
 
 MIDDLEWARE = [
@@ -125,6 +129,11 @@ else:
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
         "control_folder": str(_broker_dir / "control"),
+        # How often the worker looks for new task files (kombu's default is 1 s). Every
+        # health-check round and alert delivery waits for this poll, and a round may wait
+        # once per check interval, so 1 s would eat most of the 1 s of slack a killed
+        # target has (SPEC 5: unhealthy_threshold x interval + 1 s). A listdir is cheap.
+        "polling_interval": float(env("SWITCHYARD_BROKER_POLL_SECONDS", "0.1")),
     }
     for _d in (_broker_dir, _broker_dir / "processed", _broker_dir / "control"):
         _d.mkdir(parents=True, exist_ok=True)
@@ -146,7 +155,16 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+# Dashboard login throttling: after this many failures for one username from one
+# address within the window (seconds), further attempts are refused until it passes.
+SWITCHYARD_LOGIN_MAX_FAILURES = int(env("SWITCHYARD_LOGIN_MAX_FAILURES", "5"))
+SWITCHYARD_LOGIN_WINDOW_SECONDS = int(env("SWITCHYARD_LOGIN_WINDOW_SECONDS", "900"))
+# Dashboard live view (/ws/live/): how often each connection reads node and health
+# state from the database (group messages are only hints; embedded mode has none
+# from other processes).
+SWITCHYARD_LIVE_POLL_SECONDS = float(env("SWITCHYARD_LIVE_POLL_SECONDS", "1"))
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG and env_bool("SWITCHYARD_HTTPS", False))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -158,7 +176,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Switchyard API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchyard API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": "Routes, pools, certificates, tenants and config versions of a Switchyard control plane. "
+                   "Authenticate with `Authorization: Bearer <token>` or the dashboard session. "
+                   "Any write may carry a change note in the `X-Change-Note` header.",
+    # Swagger UI and Redoc from drf-spectacular-sidecar: the docs need no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 # Switchyard
 SWITCHYARD_ENCRYPTION_KEY = env("SWITCHYARD_ENCRYPTION_KEY")
@@ -177,9 +208,14 @@ SWITCHYARD_ALERT_DEBOUNCE_SECONDS = float(env("SWITCHYARD_ALERT_DEBOUNCE_SECONDS
 # Alert delivery: attempts per channel (backoff 10 s, 30 s, 90 s, ...) and the
 # timeout of one webhook or SMTP attempt, in seconds.
 SWITCHYARD_ALERT_MAX_ATTEMPTS = int(env("SWITCHYARD_ALERT_MAX_ATTEMPTS", "5"))
+# Wait after the first failed delivery attempt, in seconds; each further wait is 3x the
+# previous one (10 s, 30 s, 90 s, 270 s with the default). Tests make it short.
+SWITCHYARD_ALERT_RETRY_BASE_SECONDS = float(env("SWITCHYARD_ALERT_RETRY_BASE_SECONDS", "10"))
 SWITCHYARD_ALERT_TIMEOUT = float(env("SWITCHYARD_ALERT_TIMEOUT", "10"))
 # Path to a PEM file of extra trusted roots (an operator's own CA) for certificate checks.
 SWITCHYARD_CA_BUNDLE = env("SWITCHYARD_CA_BUNDLE", "")
+# Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
+SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "127.0.0.1")

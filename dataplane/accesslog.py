@@ -8,6 +8,7 @@ import time
 from json.encoder import encode_basestring as _q  # C implementation: '"escaped"'
 
 FLUSH_BYTES = 64 * 1024
+NO_TLS = '"tls_version":null,"sni":null'  # the tls fragment of a plain-HTTP line
 
 
 def q(value: str | None) -> str:
@@ -40,6 +41,7 @@ class _Clock:
 class AccessLog:
     def __init__(self, target: str = "-", node: str = ""):
         self.node = node
+        self.pid = os.getpid()  # which worker process served the request (--workers N)
         self.clock = _Clock()
         self.buf: list[str] = []
         self.size = 0
@@ -54,17 +56,19 @@ class AccessLog:
     def write(self, prefix: str, method: str, host: str, path: str, status: int,
               proxy_status: str, upstream_addr: str | None, upstream_status: int | None,
               duration: float, connect: float | None, first_byte: float | None,
-              bytes_in: int, bytes_out: int, client: str, request_id: str, retries: int) -> None:
+              bytes_in: int, bytes_out: int, client: str, request_id: str, retries: int,
+              tls: str = NO_TLS) -> None:
+        """``tls``: the '"tls_version":...,"sni":...' fragment, built once per connection."""
         if not self.enabled:
             return
         line = (
-            f'{{"time":"{self.clock.now()}",{prefix}"method":{_q(method)},"host":{_q(host)},'
+            f'{{"time":"{self.clock.now()}","pid":{self.pid},{prefix}"method":{_q(method)},"host":{_q(host)},'
             f'"path":{_q(path)},"status":{status},"proxy_status":{q(proxy_status or None)},'
             f'"upstream_addr":{q(upstream_addr)},"upstream_status":{_num(upstream_status)},'
             f'"duration":{duration:.6f},"upstream_connect_time":{_num(connect)},'
             f'"upstream_first_byte_time":{_num(first_byte)},"bytes_in":{bytes_in},'
             f'"bytes_out":{bytes_out},"client_addr":{_q(client)},"request_id":{_q(request_id)},'
-            f'"retries":{retries},"tls_version":null,"sni":null}}\n'
+            f'"retries":{retries},{tls}}}\n'
         )
         self.buf.append(line)
         self.size += len(line)

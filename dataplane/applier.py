@@ -9,17 +9,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dataplane import accesslog, balancer, schema
+from dataplane import accesslog, balancer, schema, tls
 from dataplane.metrics import Metrics
+from dataplane.outlier import OutlierDetector
 from dataplane.router import RouteEntry, Router
 from dataplane.upstream import Upstreams
 
 
 class PoolRuntime:
     __slots__ = ("id", "name", "pool", "balancer", "connect_timeout", "read_timeout",
-                 "retries", "policy", "targets")
+                 "retries", "policy", "targets", "outlier")
 
-    def __init__(self, pool: schema.Pool, targets: list[balancer.TargetState]):
+    def __init__(self, pool: schema.Pool, targets: list[balancer.TargetState],
+                 outlier: OutlierDetector | None = None):
+        self.outlier = outlier
         self.id = pool.id
         self.name = pool.name
         self.pool = pool
@@ -32,18 +35,20 @@ class PoolRuntime:
 
 
 class Tables:
-    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets")
+    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets", "certs")
 
     def __init__(self, version: int | None = None, digest: str | None = None,
                  snapshot: schema.Snapshot | None = None, router: Router | None = None,
                  pools: dict[int, PoolRuntime] | None = None,
-                 targets: dict[int, list[balancer.TargetState]] | None = None):
+                 targets: dict[int, list[balancer.TargetState]] | None = None,
+                 certs: tls.CertTable | None = None):
         self.version = version
         self.digest = digest
         self.snapshot = snapshot
         self.router = router or Router(())
         self.pools = pools or {}
         self.targets = targets or {}  # target id -> its states (one per pool using it)
+        self.certs = certs or tls.EMPTY  # SNI table of the HTTPS listener
 
 
 def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
@@ -54,12 +59,15 @@ def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
 
 class NodeState:
     def __init__(self, metrics: Metrics | None = None, upstreams: Upstreams | None = None,
-                 node_name: str = ""):
+                 node_name: str = "", default_certificate: str = ""):
         self.metrics = metrics or Metrics()
         self.upstreams = upstreams or Upstreams()
         self.node_name = node_name
+        self.default_certificate = default_certificate  # cert name served without SNI match
+        self.tls_cache = tls.TLSCache()
         self.tables = Tables()
         self.health: dict[int, bool] = {}
+        self.outlier = OutlierDetector()
         self.metrics.target_health = self._health_rows
 
     @property
@@ -88,30 +96,51 @@ class NodeState:
             self.metrics.applies["error"] += 1
             raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")])
         self.tables = tables
+        self.outlier.forget_except(set(tables.targets))
         self.metrics.applies["ok"] += 1
         self.metrics.config_version = version
         return (time.perf_counter() - t0) * 1000.0
 
     def _build(self, version: int, digest: str, snap: schema.Snapshot) -> Tables:
         health = self.health
+        outlier = self.outlier
         pools: dict[int, PoolRuntime] = {}
         by_target: dict[int, list[balancer.TargetState]] = {}
+        client_tls: set = set()
         for p in snap.pools:
-            states = [balancer.TargetState(t, self.upstreams.get(t.host, t.port),
-                                           health.get(t.id, True)) for t in p.targets]
+            up_tls = p.tls
+            if up_tls.enabled:
+                key = (up_tls.verify, up_tls.ca_pem)
+                client_tls.add(key)
+                ctx = self.tls_cache.client_context(*key)
+                states = [balancer.TargetState(
+                    t, self.upstreams.get(t.host, t.port, ctx, up_tls.sni or t.host, key),
+                    health.get(t.id, True), outlier.record_for(t.id)) for t in p.targets]
+            else:
+                states = [balancer.TargetState(t, self.upstreams.get(t.host, t.port),
+                                               health.get(t.id, True), outlier.record_for(t.id))
+                          for t in p.targets]
             for s in states:
                 by_target.setdefault(s.id, []).append(s)
-            pools[p.id] = PoolRuntime(p, states)
+            pools[p.id] = PoolRuntime(p, states, outlier)
         entries = []
         for r in snap.routes:
             e = RouteEntry(r)
             e.pool = pools[r.pool]
-            e.stats = self.metrics.route(r.name)
+            e.stats = self.metrics.route(r.name, r.id)
             e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
             e.req_drop, e.req_extra = _rules(r.request_headers)
             e.resp_drop, e.resp_extra = _rules(r.response_headers)
+            if r.hsts_max_age > 0:  # HTTPS responses only (RFC 6797 8.1)
+                e.resp_drop_tls = e.resp_drop | {b"strict-transport-security"}
+                e.resp_extra_tls = (e.resp_extra + b"Strict-Transport-Security: max-age=%d\r\n"
+                                    % r.hsts_max_age)
+            else:
+                e.resp_drop_tls, e.resp_extra_tls = e.resp_drop, e.resp_extra
             entries.append(e)
-        return Tables(version, digest, snap, Router(entries), pools, by_target)
+        certs = self.tls_cache.build_certs(snap.certificates, self.default_certificate)
+        self.tls_cache.prune_clients(client_tls)
+        return Tables(version, digest, snap, Router(entries), pools, by_target, certs)
 
     def set_health(self, targets: dict[Any, bool]) -> None:
         """Health from the control plane ({target id: healthy}); unhealthy targets get
@@ -129,7 +158,13 @@ class NodeState:
                 if any(id(t) in touched for t in pool.targets):
                     pool.balancer.refresh()
 
+    def ejections(self) -> list[dict]:
+        """Targets passive outlier detection has ejected now (to report to the control
+        plane): [{target, pool, addr, remaining_seconds, ejections}]."""
+        return self.outlier.current()
+
     def _health_rows(self):
+        # healthy = active checks AND not ejected AND enabled with weight (gets traffic)
         for pool in self.tables.pools.values():
             for t in pool.targets:
                 yield pool.name, t.addr, t.live

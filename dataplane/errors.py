@@ -31,6 +31,12 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "proxy_loop_detected": (508, "proxy_loop_detected", "request already passed through this proxy"),
     "bad_request": (400, "http_request_error", "malformed request"),
     "proxy_internal_error": (500, "proxy_internal_error", "internal proxy error"),
+    "tls_protocol_error": (502, "tls_protocol_error", "TLS handshake with upstream failed"),
+    "tls_certificate_error": (502, "tls_certificate_error",
+                              "upstream TLS certificate did not verify"),
+    "misdirected_request": (421, "http_request_error",
+                            "this connection's certificate does not serve this host"),
+    "websocket_denied": (403, "http_request_denied", "WebSocket is not enabled on this route"),
 }
 
 

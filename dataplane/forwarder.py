@@ -19,8 +19,12 @@ from typing import Any
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from dataplane import errors
+from dataplane.accesslog import NO_TLS
+from dataplane.outlier import FAILURE_CODES
 from dataplane.router import normalize_host
+from dataplane.tls import connection_info
 from dataplane.upstream import UpstreamConnection, UpstreamError
+from dataplane.websocket import Tunnel
 
 monotonic = time.monotonic
 
@@ -42,10 +46,10 @@ _RID_PREFIX = os.urandom(5).hex().encode() + b"-"
 _rid_counter = itertools.count(1)
 
 # request header classes
-H_HOP, H_HOST, H_CL, H_TE, H_CONN, H_IDENT, H_VIA, H_RID, H_EXPECT = range(9)
+H_HOP, H_HOST, H_CL, H_TE, H_CONN, H_IDENT, H_VIA, H_RID, H_EXPECT, H_UPG = range(10)
 REQ_CLASS = {
     b"connection": H_CONN, b"keep-alive": H_HOP, b"proxy-connection": H_HOP, b"te": H_HOP,
-    b"trailer": H_HOP, b"upgrade": H_HOP, b"proxy-authorization": H_HOP,
+    b"trailer": H_HOP, b"upgrade": H_UPG, b"proxy-authorization": H_HOP,
     b"proxy-authenticate": H_HOP, b"transfer-encoding": H_TE, b"host": H_HOST,
     b"content-length": H_CL, b"x-forwarded-for": H_IDENT, b"x-forwarded-proto": H_IDENT,
     b"x-forwarded-host": H_IDENT, b"x-forwarded-port": H_IDENT, b"x-real-ip": H_IDENT,
@@ -62,7 +66,11 @@ RESP_CLASS = {
 # response body framing towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 # reasons client reading is paused (bit mask)
-P_UPSTREAM, P_BUFFER, P_PIPELINE = 1, 2, 4
+P_UPSTREAM, P_BUFFER, P_PIPELINE, P_UPGRADE = 1, 2, 4, 8
+WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
+WS_MAX_MESSAGE = 4 * 1024 * 1024
+WS_IDLE_TIMEOUT = 300.0
+REDIRECT_HOST = re.compile(rb"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 
 
 class Reject(Exception):
@@ -80,6 +88,33 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
+def _authority(host: bytes, port: int | None, default: int) -> bytes:
+    host = host.lower().rstrip(b".")
+    return host if port is None or port == default else host + b":%d" % port
+
+
+def _check_absolute_form(url: bytes, host_header: bytes) -> None:
+    """An absolute-form target must name the same authority as the Host header (RFC 9112
+    3.2.2 lets the target win; a proxy that routes on one while a cache or WAF in front
+    keyed on the other is a classic desync, so a mismatch is refused)."""
+    try:
+        u = parse_url(url)
+    except HttpParserError:
+        raise Reject("bad_request") from None
+    if u.userinfo or not u.host:
+        raise Reject("bad_request")
+    default = 443 if u.schema.lower() == b"https" else 80
+    h = host_header.strip()
+    hport = None
+    colon = h.rfind(b":")
+    if colon > h.rfind(b"]"):
+        if not h[colon + 1:].isdigit():
+            raise Reject("bad_request")
+        h, hport = h[:colon], int(h[colon + 1:])
+    if _authority(u.host, u.port, default) != _authority(h.strip(b"[]"), hport, default):
+        raise Reject("bad_request")
+
+
 def _via_loops(via: bytes) -> bool:
     # Via: 1.1 switchyard, HTTP/1.1 other (comment) -> received-by is the second word
     for entry in via.split(b","):
@@ -93,16 +128,28 @@ class ProxyServer:
     """What every client connection of one listener shares."""
 
     def __init__(self, state: Any, access_log: Any, port: int,
-                 trusted_proxies: tuple = (), scheme: bytes = b"http"):
+                 trusted_proxies: tuple = (), scheme: bytes = b"http", https_port: int = 443,
+                 ws_idle_timeout: float = WS_IDLE_TIMEOUT,
+                 ws_max_message: int = WS_MAX_MESSAGE):
         self.state = state
         self.metrics = state.metrics
         self.log = access_log
         self.port = port
         self.port_b = str(port).encode()
         self.scheme = scheme
+        self.tls = scheme == b"https"
+        self.https_port_b = b"" if https_port == 443 else b":%d" % https_port
+        self.ws_idle_timeout = ws_idle_timeout
+        self.ws_max_message = ws_max_message
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.connections: set[ClientConnection] = set()
         self.draining = False
+        # client deadlines and the connection cap (node flags; tests shorten them)
+        self.header_timeout = HEADER_TIMEOUT
+        self.body_idle_timeout = BODY_IDLE_TIMEOUT
+        self.keepalive_timeout = KEEPALIVE_TIMEOUT
+        self.max_connections = 0  # 0: no cap
+        self.refused_connections = 0
         from dataplane.accesslog import route_prefix
         self.no_route_prefix = route_prefix(state.node_name, None, None)
 
@@ -136,7 +183,8 @@ class ProxyServer:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "parser", "cur", "active", "queue", "client_ip",
                  "client_b", "trusted", "ident", "paused", "write_paused", "in_head",
-                 "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed")
+                 "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed",
+                 "cert", "tls_log", "host_ok")
 
     def __init__(self, server: ProxyServer):
         self.server = server
@@ -151,11 +199,20 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.requests = 0
         self.closed = False
+        self.cert = None        # HTTPS: the tls.CertEntry the handshake's SNI selected
+        self.tls_log = NO_TLS   # access-log fragment: tls version and SNI
+        self.host_ok = None     # HTTPS: last Host that passed the tenant check
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         server = self.server
+        if server.max_connections and len(server.connections) >= server.max_connections:
+            # over the cap: close at once, before reading anything (no state kept)
+            server.refused_connections += 1
+            self.closed = True
+            transport.abort()
+            return
         server.connections.add(self)
         server.metrics.active_connections += 1
         peer = transport.get_extra_info("peername")
@@ -169,6 +226,8 @@ class ClientConnection(asyncio.Protocol):
                       + b"\r\nX-Forwarded-Port: " + server.port_b + b"\r\n")
         now = monotonic()
         self.idle_since = self.head_started = self.last_rx = now
+        if server.tls:
+            self.cert, self.tls_log = connection_info(transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = monotonic()
@@ -176,12 +235,17 @@ class ClientConnection(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except HttpParserUpgrade:
-            # WebSocket proxying is a later issue: forward without Upgrade, then close.
-            for ex in (self.cur, self.active, *self.queue):
-                if ex is not None:
-                    ex.keep_alive = False
-            self.pause(P_PIPELINE)
+        except HttpParserUpgrade as upg:
+            # The parser stops at an upgrade request: a WebSocket becomes a tunnel on a
+            # 101; anything else is forwarded without Upgrade and the connection closes.
+            ex = self.cur
+            if ex is not None:
+                ex.keep_alive = False
+                ex.upg_req = True
+                off = upg.args[0] if upg.args and isinstance(upg.args[0], int) else len(data)
+                if off < len(data):
+                    ex.early = data[off:]
+            self.pause(P_UPGRADE)
         except HttpParserError as exc:
             code = exc.__context__.code if isinstance(exc.__context__, Reject) else "bad_request"
             self.reject(code)
@@ -193,8 +257,11 @@ class ClientConnection(asyncio.Protocol):
             self.start_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         server = self.server
+        if self not in server.connections:  # refused by the connection cap
+            self.closed = True
+            return
+        self.closed = True
         server.connections.discard(self)
         server.metrics.active_connections -= 1
         for ex in (self.active, *self.queue):
@@ -315,13 +382,14 @@ class ClientConnection(asyncio.Protocol):
     def check_deadlines(self, now: float) -> None:
         ex = self.active
         if ex is not None:
-            if not ex.req_complete and now - self.last_rx > BODY_IDLE_TIMEOUT:
+            if not ex.req_complete and now - self.last_rx > self.server.body_idle_timeout:
                 ex.abort_client("http_request_error")
         elif self.in_head:
-            if now - self.head_started > HEADER_TIMEOUT:
+            if now - self.head_started > self.server.header_timeout:
                 self.close()
         elif not self.queue:
-            limit = KEEPALIVE_TIMEOUT if self.requests else HEADER_TIMEOUT
+            server = self.server
+            limit = server.keepalive_timeout if self.requests else server.header_timeout
             if now - self.idle_since > limit or self.server.draining:
                 self.close()
 
@@ -337,6 +405,7 @@ class Exchange:
         "req_complete", "resp_started", "resp_done", "mode", "status", "upstream_status",
         "interim", "bytes_out", "connect_time", "first_byte", "sent_at", "logged",
         "stale_retry", "dead", "up_paused", "host_s", "path_b", "eof_body", "out",
+        "upgrade", "upg_req", "ws", "early", "set_cookie",
     )
 
     def __init__(self, conn: ClientConnection):
@@ -368,6 +437,7 @@ class Exchange:
         self.up_last = 0.0
         self.logged = False
         self.stale_retry = False
+        self.set_cookie = None  # a sticky-session Set-Cookie line chosen by the balancer
         self.dead = False
         self.up_paused = False
         self.host_s = ""
@@ -377,6 +447,10 @@ class Exchange:
         self.keep_alive = False
         self.method = b""
         self.http10 = False
+        self.upgrade = None    # the Upgrade header
+        self.upg_req = False   # the parser stopped at this request: an upgrade
+        self.ws = False        # a WebSocket upgrade on a route that allows it
+        self.early = b""       # client bytes after the upgrade request
 
     # ---- request head
     def special(self, cls: int, lname: bytes, value: bytes) -> None:
@@ -385,7 +459,8 @@ class Exchange:
                 raise Reject("bad_request")
             self.host_raw = value
         elif cls == H_CL:
-            if self.clen is not None or not value.isdigit():
+            value = value.strip(b" \t")
+            if self.clen is not None or not value.isdigit() or len(value) > 18:
                 raise Reject("bad_request")
             self.clen = value
         elif cls == H_TE:
@@ -404,17 +479,22 @@ class Exchange:
             self.rid = value if self.rid is None else b""  # two ids: invalid, generate one
         elif cls == H_EXPECT:
             self.expect = value
+        elif cls == H_UPG:
+            self.upgrade = value if self.upgrade is None else self.upgrade + b", " + value
 
     def check_head(self) -> None:
         """Framing and Host checks; raising Reject here means nothing went upstream."""
         if self.te is not None:
-            if self.clen is not None or _tokens(self.te)[-1:] != [b"chunked"]:
+            # only "chunked", once: other codings cannot be re-framed, HTTP/1.0 has no TE
+            if self.clen is not None or self.http10 or _tokens(self.te) != [b"chunked"]:
                 raise Reject("bad_request")
             self.chunked = self.body_expected = True
         elif self.clen is not None:
             self.body_expected = self.clen != b"0" and int(self.clen) > 0
         if self.host_raw is None and not self.http10:
             raise Reject("bad_request")
+        if self.url[:1] != b"/" and self.host_raw is not None and self.url[:4].lower() == b"http":
+            _check_absolute_form(self.url, self.host_raw)
         rid = self.rid
         if rid is None or REQUEST_ID.fullmatch(rid) is None:
             self.rid = new_request_id()
@@ -482,11 +562,26 @@ class Exchange:
         host_s = self.host_s = normalize_host(host_raw or b"")
         if self.via is not None and _via_loops(self.via):
             return self.fail("proxy_loop_detected")
-        route = conn.server.state.tables.router.match(
-            host_s, path_b.decode("latin-1"), self.method, self.headers)
+        server = conn.server
+        tables = server.state.tables
+        cert = conn.cert
+        if cert is not None and host_s != conn.host_ok:
+            # the Host's certificate must belong to the tenant of the SNI's certificate
+            owner = tables.certs.for_host(host_s)
+            if owner is not None and owner.tenant != cert.tenant:
+                return self.fail("misdirected_request")
+            conn.host_ok = host_s
+        route = tables.router.match(host_s, path_b.decode("latin-1"), self.method, self.headers)
         if route is None:
             return self.fail("destination_not_found")
         self.route = route
+        if route.https_redirect and not server.tls:
+            return self.redirect(url)
+        if self.upgrade is not None and b"websocket" in self.upgrade.lower():
+            if not route.websocket:
+                return self.fail("websocket_denied")
+            if self.upg_req and self.method == b"GET" and not self.body_expected:
+                self.ws = True
         limit = route.max_body_size
         if limit and (self.body_in > limit or (self.clen is not None and int(self.clen) > limit)):
             return self.fail("body_too_large", force_close=True)
@@ -498,6 +593,8 @@ class Exchange:
             conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.req_line = self.method + b" " + url + b" HTTP/1.1\r\n"
         self.head_rest = self.build_head(route)
+        if self.ws:
+            self.head_rest = WS_REQUEST + self.head_rest
         self.pool = route.pool
         self.attempt()
 
@@ -570,6 +667,8 @@ class Exchange:
             if self.dead or self.resp_done:
                 return
             self.last_error = e.code
+            if e.code in FAILURE_CODES:
+                self.target_failed()
             if self.retries < pool.retries and self.method in IDEMPOTENT:
                 self.retries += 1
                 self.tried += (t,)
@@ -620,6 +719,7 @@ class Exchange:
             self.abort_client("http_response_timeout")
         else:
             self.detach_upstream(abort=True)
+            self.target_failed()
             self.keep_alive = self.keep_alive and self.req_complete
             self.fail("http_response_timeout", force_close=not self.req_complete)
 
@@ -640,14 +740,27 @@ class Exchange:
                       headers: list) -> None:
         if status < 200:
             if status == 101:
+                if self.ws:
+                    return self.upgrade_head(reason, headers)
                 raise HttpParserError("unexpected 101 Switching Protocols")
             self.interim = True  # 1xx: not relayed; Expect is answered by the proxy itself
             return
         self.interim = False
         self.first_byte = monotonic() - self.sent_at
         self.upstream_status = self.status = status
+        if status >= 500:
+            self.target_failed()
+        else:
+            o = self.target.outlier
+            if o is not None and o.fails:
+                o.fails = 0
         route = self.route
-        drop = route.resp_drop
+        if self.conn.server.tls:
+            drop = route.resp_drop_tls
+            extra = route.resp_extra_tls
+        else:
+            drop = route.resp_drop
+            extra = route.resp_extra
         te = cl = via = None
         named = None
         kept = []
@@ -682,8 +795,10 @@ class Exchange:
             parts.extend(line for lname, line in kept if lname not in named)
         else:
             parts.extend(line for _, line in kept)
-        if route.resp_extra:
-            parts.append(route.resp_extra)
+        if extra:
+            parts.append(extra)
+        if self.set_cookie is not None:
+            parts.append(self.set_cookie)
         if cl is not None and te is None and status != 204:
             parts.append(b"Content-Length: " + cl + b"\r\n")
         elif mode == M_CHUNKED:
@@ -700,6 +815,52 @@ class Exchange:
         self.resp_started = True
         self.bytes_out += len(data)
         self.out = [data]
+
+    def upgrade_head(self, reason: bytes, headers: list) -> None:
+        """A 101 to a WebSocket upgrade: relay it; the tunnel starts once the parser
+        hands over the bytes after it (upstream_upgraded)."""
+        self.first_byte = monotonic() - self.sent_at
+        self.upstream_status = self.status = 101
+        route = self.route
+        drop = route.resp_drop_tls if self.conn.server.tls else route.resp_drop
+        upgrade = via = named = None
+        kept = []
+        for name, value in headers:
+            lname = name.lower()
+            cls = RESP_CLASS.get(lname)
+            if cls is None:
+                if not drop or lname not in drop:
+                    kept.append((lname, name + b": " + value + b"\r\n"))
+            elif lname == b"upgrade":
+                upgrade = value
+            elif cls == R_CONN:
+                named = _tokens(value) if named is None else named + _tokens(value)
+            elif cls == R_VIA:
+                via = value if via is None else via + b", " + value
+        if upgrade is None or b"websocket" not in _tokens(upgrade):
+            raise HttpParserError("101 without Upgrade: websocket")
+        parts = [b"HTTP/1.1 101 %b\r\n" % (reason or b"Switching Protocols")]
+        parts.extend(line for lname, line in kept if not named or lname not in named)
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\nVia: "
+                     + (via + b", " + VIA if via else VIA) + b"\r\nX-Request-ID: "
+                     + self.rid + b"\r\n\r\n")
+        data = b"".join(parts)
+        self.resp_started = True
+        self.bytes_out += len(data)
+        self.out = [data]
+
+    def upstream_upgraded(self, c: UpstreamConnection, rest: bytes) -> None:
+        """The upstream switched protocols: both connections become a byte tunnel."""
+        self.flush()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn = self.conn
+        if conn.closed or self.dead:
+            self.detach_upstream(abort=True)
+            return
+        self.resp_done = True
+        Tunnel(self, c, rest)
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.interim:
@@ -724,6 +885,8 @@ class Exchange:
         if self.interim:
             self.interim = False
             return
+        if self.status == 101:  # the tunnel takes over (upstream_upgraded)
+            return
         if self.mode == M_CHUNKED:
             if self.out is not None:
                 self.out.append(b"0\r\n\r\n")
@@ -735,7 +898,7 @@ class Exchange:
         if self.up_paused:
             c.transport.resume_reading()
             self.up_paused = False
-        if keep and self.req_complete:
+        if keep and self.req_complete and not self.ws:
             c.hostpool.release(c)
         else:
             c.close()
@@ -752,6 +915,7 @@ class Exchange:
         if self.resp_started:
             if self.eof_body:  # close-delimited body: EOF is its end
                 return self.upstream_done(c, False)
+            self.target_failed()
             return self.abort_client("http_response_incomplete")
         self.detach_upstream()
         if (c.reused and not c.received and not self.stale_retry and not self.body_expected
@@ -760,14 +924,22 @@ class Exchange:
             self.stale_retry = True
             asyncio.ensure_future(self.connect(self.target))
             return
+        self.target_failed()
         self.fail("connection_terminated")
 
     def upstream_failed(self, c: UpstreamConnection, code: str) -> None:
+        self.target_failed()
         if self.resp_started:
             self.detach_upstream(abort=True)
             return self.abort_client("http_response_incomplete")
         self.detach_upstream(abort=True)
         self.fail(code, force_close=not self.req_complete)
+
+    def target_failed(self) -> None:
+        """Passive health: count a failure of the current target (outlier.py)."""
+        pool, t = self.pool, self.target
+        if pool is not None and t is not None and pool.outlier is not None:
+            pool.outlier.failure(t, pool)
 
     def pause_client(self, pause: bool) -> None:
         if pause:
@@ -798,6 +970,32 @@ class Exchange:
         if self.req_complete or close:
             conn.exchange_finished(self)
 
+    def redirect(self, url: bytes) -> None:
+        """https_redirect on the plain listener: 308 to the same host and target."""
+        host = self.host_s.encode("latin-1")
+        if REDIRECT_HOST.fullmatch(host) is None:
+            return self.fail("bad_request")
+        conn = self.conn
+        close = not self.keep_alive or (self.body_expected and not self.req_complete)
+        if close:
+            self.keep_alive = False
+        body = b"" if self.method == b"HEAD" else b"308 Permanent Redirect\n"
+        data = (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://" + host
+                + conn.server.https_port_b + url + b"\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 23\r\nCache-Control: no-store\r\nX-Request-ID: " + self.rid
+                + (b"\r\nConnection: close\r\n\r\n" if close else
+                   b"\r\nConnection: keep-alive\r\n\r\n" if self.http10 else b"\r\n\r\n")
+                + body)
+        if not conn.closed:
+            conn.transport.write(data)
+        self.bytes_out += len(data)
+        self.status = 308
+        self.resp_started = self.resp_done = True
+        self.pending = []
+        self.finish(308, "")
+        if self.req_complete or close:
+            conn.exchange_finished(self)
+
     def abort_client(self, proxy_status: str) -> None:
         """The response cannot be completed: reset the client connection."""
         self.detach_upstream(abort=True)
@@ -825,11 +1023,13 @@ class Exchange:
         duration = monotonic() - self.t0
         route = self.route
         stats = route.stats if route is not None else server.metrics.no_route
-        stats.observe(status, proxy_status, duration, self.first_byte)
+        stats.observe(status, proxy_status, duration, self.first_byte,
+                      self.head_size + self.body_in, self.bytes_out)
         t = self.target
         server.log.write(
             route.log_prefix if route is not None else server.no_route_prefix,
             self.method.decode("latin-1"), self.host_s, self.path_b.decode("latin-1"),
             status, proxy_status, t.addr if t is not None else None, self.upstream_status,
             duration, self.connect_time, self.first_byte, self.head_size + self.body_in,
-            self.bytes_out, conn.client_ip, (self.rid or b"").decode("latin-1"), self.retries)
+            self.bytes_out, conn.client_ip, (self.rid or b"").decode("latin-1"), self.retries,
+            conn.tls_log)

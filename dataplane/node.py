@@ -31,6 +31,11 @@ class NodeOptions:
     access_log: str
     snapshot: str
     workers: int = 1
+    default_certificate: str = ""
+    max_connections: int = 0
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    worker_fd: int = -1  # set on worker processes started by the supervisor (workers.py)
 
 
 def _env(name: str, default: str) -> str:
@@ -45,8 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
     p.add_argument("--name", default=_env("name", socket.gethostname()))
     p.add_argument("--http", default=_env("http", "127.0.0.1:8080"), help="HTTP listener")
     p.add_argument("--https", default=_env("https", "127.0.0.1:8443"),
-                   help="HTTPS listener (accepted, not listened on yet: TLS termination "
-                        "arrives in a later release)")
+                   help="HTTPS listener, certificate chosen by SNI; 'off' or empty: none")
+    p.add_argument("--default-certificate-name",
+                   default=_env("default_certificate_name", ""),
+                   help="certificate served when SNI matches none (default: the first "
+                        "platform certificate)")
     p.add_argument("--admin", default=_env("admin", "127.0.0.1:9901"),
                    help="admin listener: /healthz /readyz /metrics")
     p.add_argument("--control-plane", default=_env("control_plane",
@@ -63,8 +71,21 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
                    help="standalone: serve this snapshot JSON file (no control plane); "
                         "SIGHUP reloads it")
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")),
-                   help="worker processes (only 1 is supported so far)")
+                   help="worker processes sharing the listeners (SO_REUSEPORT); with more "
+                        "than 1, a supervisor process holds the one control-plane "
+                        "connection and the admin listener")
+    p.add_argument("--max-connections", type=int, default=int(_env("max_connections", "0")),
+                   help="concurrent client connections per worker (0: no cap); more are "
+                        "closed at once")
+    p.add_argument("--header-timeout", type=float, default=float(_env("header_timeout", "10")),
+                   help="seconds a client has to send a complete request head")
+    p.add_argument("--keepalive-timeout", type=float,
+                   default=float(_env("keepalive_timeout", "60")),
+                   help="seconds an idle keep-alive client connection is kept")
+    p.add_argument("--worker-fd", type=int, default=-1, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.workers < 1:
+        p.error("--workers must be at least 1")
     token = a.token
     if not token and a.token_file:
         with open(a.token_file) as f:
@@ -75,8 +96,14 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
             ipaddress.ip_network(n, strict=False)
         except ValueError:
             p.error(f"--trusted-proxies: {n!r} is not a network")
-    return NodeOptions(a.name, a.http, a.https, a.admin, a.control_plane, token, a.cache_dir,
-                       nets, a.access_log, a.snapshot, a.workers)
+    opts = NodeOptions(a.name, a.http, a.https, a.admin, a.control_plane, token, a.cache_dir,
+                       nets, a.access_log, a.snapshot, a.workers,
+                       default_certificate=a.default_certificate_name)
+    opts.max_connections = a.max_connections
+    opts.header_timeout = a.header_timeout
+    opts.keepalive_timeout = a.keepalive_timeout
+    opts.worker_fd = a.worker_fd
+    return opts
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -108,7 +135,8 @@ class Node:
         from dataplane.accesslog import AccessLog
         from dataplane.applier import NodeState
         self.opts = opts
-        self.state = NodeState(node_name=opts.name)
+        self.state = NodeState(node_name=opts.name,
+                               default_certificate=opts.default_certificate)
         self.log = AccessLog(opts.access_log, opts.name)
         self.servers: list[asyncio.AbstractServer] = []
         self.proxies: list[Any] = []
@@ -144,20 +172,52 @@ class Node:
         from dataplane.forwarder import ProxyServer
         loop = asyncio.get_running_loop()
         opts = self.opts
-        self.load_initial()
+        if opts.worker_fd >= 0:  # a worker: config comes from the supervisor (workers.py)
+            from dataplane.workers import WorkerLink
+            self.link = WorkerLink(opts.worker_fd, self.state, self.stopping.set)
+            await self.link.initial()
+        else:
+            self.load_initial()
+        tls_sock = tls_addr = None
+        if opts.https and opts.https != "off":
+            thost, tport = split_addr(opts.https)
+            tls_sock = socket.socket(socket.AF_INET6 if ":" in thost else socket.AF_INET)
+            tls_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tls_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            tls_sock.bind((thost, tport))
+            tls_addr = (thost, tls_sock.getsockname()[1])
         host, port = split_addr(opts.http)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         port = sock.getsockname()[1]
-        proxy = ProxyServer(self.state, self.log, port, opts.trusted_proxies)
+        proxy = ProxyServer(self.state, self.log, port, opts.trusted_proxies,
+                            https_port=tls_addr[1] if tls_addr else 443)
         self.proxies.append(proxy)
         self.servers.append(await loop.create_server(proxy, sock=sock, backlog=4096))
-        ahost, aport = split_addr(opts.admin)
-        self.admin_runner, aport = await admin.start(self.state, ahost, aport)
-        print(f"switchyard: node {opts.name} listening http={host}:{port} admin={ahost}:{aport}"
-              f" (https {opts.https} not served yet)", file=sys.stderr, flush=True)
+        https_note = "https off"
+        if tls_sock is not None:
+            from dataplane import tls
+            tls_proxy = ProxyServer(self.state, self.log, tls_addr[1], opts.trusted_proxies,
+                                    scheme=b"https")
+            self.proxies.append(tls_proxy)
+            self.servers.append(await loop.create_server(
+                tls_proxy, sock=tls_sock, backlog=4096, ssl=tls.listener_context(self.state),
+                ssl_handshake_timeout=tls.HANDSHAKE_TIMEOUT))
+            https_note = f"https={tls_addr[0]}:{tls_addr[1]}"
+        for p in self.proxies:
+            p.header_timeout = opts.header_timeout
+            p.keepalive_timeout = opts.keepalive_timeout
+            p.max_connections = opts.max_connections
+        if opts.worker_fd >= 0:
+            await self.link.ready()
+            self._link_task = asyncio.ensure_future(self.link.run())
+        else:
+            ahost, aport = split_addr(opts.admin)
+            self.admin_runner, aport = await admin.start(self.state, ahost, aport)
+            print(f"switchyard: node {opts.name} listening http={host}:{port} "
+                  f"admin={ahost}:{aport} {https_note}", file=sys.stderr, flush=True)
         if not opts.snapshot and opts.control_plane:
             from dataplane.sync import SyncClient
             self.sync = SyncClient(url=opts.control_plane, token=opts.token, state=self.state,
@@ -215,13 +275,13 @@ class Node:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     require_c_parser()
-    if opts.workers != 1:
-        print("switchyard: --workers > 1 is not supported yet; running one worker",
-              file=sys.stderr)
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
         runner = asyncio.Runner()
     with runner:
+        if opts.workers > 1 and opts.worker_fd < 0:
+            from dataplane.workers import Supervisor
+            return runner.run(Supervisor(opts, sys.argv[1:] if argv is None else argv).run())
         return runner.run(Node(opts).run())

@@ -23,7 +23,8 @@ class RouteEntry:
         "id", "name", "tenant", "route", "path", "path_type", "regex", "priority",
         "methods", "header_matches", "pool", "stats", "log_prefix",
         "strip_prefix", "preserve_host", "max_body_size", "forwarded",
-        "req_drop", "req_extra", "resp_drop", "resp_extra",
+        "req_drop", "req_extra", "resp_drop", "resp_extra", "resp_drop_tls", "resp_extra_tls",
+        "websocket", "https_redirect",
     )
 
     def __init__(self, route: Any):
@@ -42,11 +43,13 @@ class RouteEntry:
         self.preserve_host = route.preserve_host
         self.max_body_size = route.max_body_size
         self.forwarded = route.forwarded
+        self.websocket = route.websocket
+        self.https_redirect = route.https_redirect
         self.pool = None
         self.stats = None
         self.log_prefix = ""
-        self.req_drop = self.resp_drop = frozenset()
-        self.req_extra = self.resp_extra = b""
+        self.req_drop = self.resp_drop = self.resp_drop_tls = frozenset()
+        self.req_extra = self.resp_extra = self.resp_extra_tls = b""
 
     def accepts(self, method: bytes, headers: Headers) -> bool:
         if self.methods is not None and method not in self.methods:

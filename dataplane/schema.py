@@ -557,6 +557,7 @@ def empty_snapshot() -> dict:
 #   {"type": "ack", "nonce": str, "version": int, "hash": str, "apply_ms": float}
 #   {"type": "nack", "nonce": str, "version": int, "hash": str,
 #    "running_version": int|null, "running_hash": str|null, "errors": [{"path", "message"}]}
+#   {"type": "stats", ...}   traffic counters since the last report (see MSG_STATS below)
 # control plane -> node:
 #   push: a binary frame, zlib-compressed JSON
 #         {"type": "push", "version": int, "hash": str, "nonce": str, "snapshot": {...}}
@@ -590,3 +591,144 @@ def decode_push(frame: bytes) -> dict:
     if not isinstance(msg, dict) or msg.get("type") != MSG_PUSH:
         raise ValueError("not a push message")
     return msg
+
+
+# ---------------------------------------------------------------- traffic reports
+#
+# node -> control plane, every STATS_SECONDS while there was traffic (SPEC 3, 8, 9):
+#   {"type": "stats", "interval": float (seconds covered),
+#    "routes": {"<route id>": {"requests": int,
+#                              "by_status": {"2xx": int, ...},          (STATUS_CLASSES)
+#                              "by_proxy_status": {"<type>": int, ...}, (RFC 9209 error types)
+#                              "latency_buckets": [int] * STATS_BUCKET_SLOTS,
+#                              "upstream_latency_buckets": [int] * STATS_BUCKET_SLOTS,
+#                              "bytes_in": int, "bytes_out": int}},
+#    "ejections": [{"target_id": int, "until": float (epoch seconds)}]}
+# Every number is a delta since the previous report of the same node process (never a
+# running total). Histograms count observations per bucket (not cumulative): slot i
+# holds values <= LATENCY_BUCKETS[i] and > the bound before; the last slot holds
+# everything above the last bound. A node with many active routes splits one report
+# into several messages of at most MAX_STATS_ROUTES routes.
+
+MSG_STATS = "stats"
+STATS_SECONDS = 10.0
+# Upper bounds (seconds) of the latency histograms, shared by the node's Prometheus
+# histograms and the control plane's percentile computation.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0)
+STATS_BUCKET_SLOTS = len(LATENCY_BUCKETS) + 1
+STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+MAX_STATS_ROUTES = 1000
+MAX_STATS_PROXY_STATUS = 32       # distinct Proxy-Status types per route and report
+MAX_STATS_EJECTIONS = 1000
+MAX_STATS_COUNT = 1 << 53         # any counter in one report
+MAX_STATS_INTERVAL = 7 * 86400.0
+PROXY_STATUS_TYPE = re.compile(r"^[a-z0-9_\-]{1,64}$")
+
+
+class StatsInvalid(ValueError):
+    """A stats message that is not what this module describes; drop it whole."""
+
+
+@dataclass(frozen=True)
+class RouteTraffic:
+    requests: int
+    by_status: dict[str, int]
+    by_proxy_status: dict[str, int]
+    latency_buckets: tuple[int, ...]
+    upstream_latency_buckets: tuple[int, ...]
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True)
+class Ejection:
+    target_id: int
+    until: float
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    interval: float
+    routes: dict[int, RouteTraffic]
+    ejections: tuple[Ejection, ...]
+
+
+def _count(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STATS_COUNT:
+        raise StatsInvalid(f"{path}: must be an integer between 0 and 2**53")
+    return value
+
+
+def _counts(value: Any, path: str, keys: re.Pattern | tuple, limit: int) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > limit:
+        raise StatsInvalid(f"{path}: must be an object of at most {limit} counters")
+    out = {}
+    for k, n in value.items():
+        ok = k in keys if isinstance(keys, tuple) else isinstance(k, str) and keys.match(k)
+        if not ok:
+            raise StatsInvalid(f"{path}: unexpected key {str(k)[:40]!r}")
+        n = _count(n, f"{path}.{k}")
+        if n:
+            out[k] = n
+    return out
+
+
+def _buckets(value: Any, path: str) -> tuple[int, ...]:
+    if value is None:
+        return (0,) * STATS_BUCKET_SLOTS
+    if not isinstance(value, list) or len(value) != STATS_BUCKET_SLOTS:
+        raise StatsInvalid(f"{path}: must be a list of {STATS_BUCKET_SLOTS} counts")
+    return tuple(_count(n, f"{path}[{i}]") for i, n in enumerate(value))
+
+
+def parse_stats(msg: Any) -> StatsReport:
+    """Validate a stats message from a node (untrusted input): bounded sizes, integer
+    counters only. Raises ``StatsInvalid`` naming the first problem."""
+    if not isinstance(msg, dict) or msg.get("type") != MSG_STATS:
+        raise StatsInvalid("not a stats message")
+    interval = msg.get("interval", STATS_SECONDS)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+            or not 0 <= interval <= MAX_STATS_INTERVAL:
+        raise StatsInvalid("interval: must be a number of seconds")
+    routes_in = msg.get("routes")
+    if routes_in is None:
+        routes_in = {}
+    if not isinstance(routes_in, dict) or len(routes_in) > MAX_STATS_ROUTES:
+        raise StatsInvalid(f"routes: must be an object of at most {MAX_STATS_ROUTES} routes")
+    routes: dict[int, RouteTraffic] = {}
+    for key, r in routes_in.items():
+        path = f"routes.{str(key)[:20]}"
+        if not isinstance(key, str) or not key.isascii() or not key.isdigit() or len(key) > 18:
+            raise StatsInvalid(f"{path}: route ids are decimal integers")
+        if not isinstance(r, dict):
+            raise StatsInvalid(f"{path}: must be an object")
+        routes[int(key)] = RouteTraffic(
+            requests=_count(r.get("requests", 0), f"{path}.requests"),
+            by_status=_counts(r.get("by_status"), f"{path}.by_status", STATUS_CLASSES,
+                              len(STATUS_CLASSES)),
+            by_proxy_status=_counts(r.get("by_proxy_status"), f"{path}.by_proxy_status",
+                                    PROXY_STATUS_TYPE, MAX_STATS_PROXY_STATUS),
+            latency_buckets=_buckets(r.get("latency_buckets"), f"{path}.latency_buckets"),
+            upstream_latency_buckets=_buckets(r.get("upstream_latency_buckets"),
+                                              f"{path}.upstream_latency_buckets"),
+            bytes_in=_count(r.get("bytes_in", 0), f"{path}.bytes_in"),
+            bytes_out=_count(r.get("bytes_out", 0), f"{path}.bytes_out"),
+        )
+    ejections_in = msg.get("ejections")
+    if ejections_in is None:
+        ejections_in = []
+    if not isinstance(ejections_in, list) or len(ejections_in) > MAX_STATS_EJECTIONS:
+        raise StatsInvalid(f"ejections: must be a list of at most {MAX_STATS_EJECTIONS}")
+    ejections = []
+    for i, e in enumerate(ejections_in):
+        if not isinstance(e, dict):
+            raise StatsInvalid(f"ejections[{i}]: must be an object")
+        until = e.get("until")
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 <= until < 1e11:
+            raise StatsInvalid(f"ejections[{i}].until: must be epoch seconds")
+        ejections.append(Ejection(_count(e.get("target_id"), f"ejections[{i}].target_id"),
+                                  float(until)))
+    return StatsReport(float(interval), routes, tuple(ejections))

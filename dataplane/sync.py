@@ -12,6 +12,13 @@ The node state is duck-typed (see ``dataplane.applier.NodeState``): attributes
 ``version``, ``hash``, ``ready``; ``apply(version, digest, snapshot) -> float`` (ms;
 raises ``schema.SnapshotInvalid``; may also return an awaitable), and
 ``set_health({target_id: bool})``.
+
+Traffic reports (``schema.MSG_STATS``): every ``stats_seconds`` (default
+``schema.STATS_SECONDS``; 0 turns them off) the client sends the per-route deltas of
+``state.metrics.delta_report()`` (or of the ``stats_source`` callable it was given)
+and the targets ejected by passive health (``current_ejections``), only when there
+was traffic or the ejections changed. Reports are telemetry: one that cannot be sent
+is dropped, never retried.
 """
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ import inspect
 import json
 import logging
 import random
+import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -40,7 +48,8 @@ class SyncClient:
                  workers: int = 1, software: str = SOFTWARE_VERSION, *,
                  heartbeat_seconds: float = schema.HEARTBEAT_SECONDS,
                  backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX,
-                 ssl: Any = True):
+                 ssl: Any = True, stats_seconds: float = schema.STATS_SECONDS,
+                 stats_source: Callable[[], dict] | None = None):
         self.url = url
         self.token = token
         self.state = state
@@ -52,10 +61,17 @@ class SyncClient:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.ssl = ssl
+        self.stats_seconds = stats_seconds
+        if stats_source is None:
+            metrics = getattr(state, "metrics", None)
+            stats_source = getattr(metrics, "delta_report", None) or (lambda: {})
+        self.stats_source = stats_source
+        self._last_report = time.monotonic()
+        self._last_ejections: list[dict] = []
         # Observable state, for the admin endpoint and tests.
         self.connected = False
         self.stats = {"connects": 0, "connect_failures": 0, "pushes": 0, "superseded": 0,
-                      "acks": 0, "nacks": 0}
+                      "acks": 0, "nacks": 0, "reports": 0}
         self.last_error = ""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._slot: tuple[aiohttp.ClientWebSocketResponse, bytes] | None = None
@@ -159,6 +175,7 @@ class SyncClient:
             "software": self.software, "workers": self.workers,
         })
         heartbeat = asyncio.create_task(self._heartbeat_loop(ws), name="switchyard-heartbeat")
+        reporter = asyncio.create_task(self._stats_loop(ws), name="switchyard-stats")
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.BINARY:
@@ -171,7 +188,8 @@ class SyncClient:
                 log.warning("sync: control plane closed the connection (code %s)", ws.close_code)
         finally:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            reporter.cancel()
+            await asyncio.gather(heartbeat, reporter, return_exceptions=True)
 
     async def _heartbeat_loop(self, ws) -> None:
         while not ws.closed:
@@ -183,6 +201,39 @@ class SyncClient:
                 log.info("sync: heartbeat failed: %s", exc)
                 await ws.close()
                 return
+
+    async def _stats_loop(self, ws) -> None:
+        if not self.stats_seconds or self.stats_seconds <= 0:
+            return
+        while not ws.closed:
+            await asyncio.sleep(self.stats_seconds)
+            try:
+                await self.send_stats(ws)
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.info("sync: sending a traffic report failed: %s", exc)
+            except Exception:  # a bug in reporting must never end the sync connection
+                log.exception("sync: building a traffic report failed")
+
+    async def send_stats(self, ws) -> int:
+        """Send the traffic since the previous report; returns the messages sent."""
+        routes = self.stats_source() or {}
+        ejections = current_ejections(self.state)
+        now = time.monotonic()
+        interval, self._last_report = now - self._last_report, now
+        if not routes and ejections == self._last_ejections:
+            return 0
+        self._last_ejections = ejections
+        items = sorted(routes.items())
+        chunks = [items[i:i + schema.MAX_STATS_ROUTES]
+                  for i in range(0, len(items), schema.MAX_STATS_ROUTES)] or [[]]
+        for chunk in chunks:
+            await ws.send_json({
+                "type": schema.MSG_STATS, "interval": round(interval, 3),
+                "routes": {str(rid): entry for rid, entry in chunk},
+                "ejections": ejections,
+            })
+            self.stats["reports"] += 1
+        return len(chunks)
 
     def _on_text(self, data: str) -> None:
         try:
@@ -298,6 +349,26 @@ class SyncClient:
             await ws.send_json(message)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             log.info("sync: sending %s failed: %s", message["type"], exc)
+
+
+def current_ejections(state: Any) -> list[dict]:
+    """Targets ejected now by passive health, as ``[{"target_id", "until"}]`` with
+    ``until`` in epoch seconds. The one place that knows the outlier detector's API
+    (``state.outlier.current()``, see dataplane/outlier.py)."""
+    detector = getattr(state, "outlier", None)
+    current = getattr(detector, "current", None)
+    if current is None:
+        return []
+    now = time.time()
+    out = []
+    for e in current()[:schema.MAX_STATS_EJECTIONS]:
+        try:
+            out.append({"target_id": int(e["target"]),
+                        "until": round(now + max(0.0, float(e["remaining_seconds"])), 1)})
+        except (KeyError, TypeError, ValueError):
+            continue
+    out.sort(key=lambda e: e["target_id"])
+    return out
 
 
 def _decode(frame: bytes) -> tuple[dict, str | None]:

@@ -12,10 +12,11 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import ssl
 import time
 from typing import Any
 
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 IDLE_SECONDS = 20.0   # below common upstream keep-alive timeouts (nginx 75 s, aiohttp 75 s)
 MAX_IDLE_PER_TARGET = 256
@@ -97,6 +98,16 @@ class UpstreamConnection(asyncio.Protocol):
                 ex.flush()
                 ex.upstream_failed(self, "http_protocol_error")
             return
+        except HttpParserUpgrade as upg:  # a 101 the exchange accepted (WebSocket)
+            if self.exchange is ex and ex.status == 101:
+                off = upg.args[0] if upg.args and isinstance(upg.args[0], int) else len(data)
+                ex.upstream_upgraded(self, data[off:])
+            else:
+                if self.exchange is ex:
+                    ex.upstream_failed(self, "http_protocol_error")
+                else:
+                    self.abort()
+            return
         if ex.out is not None:
             ex.flush()
         if self.finish_after_feed:  # a HEAD response: llhttp would wait for the body
@@ -165,15 +176,20 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class HostPool:
-    """Idle keep-alive connections to one (host, port)."""
+    """Idle keep-alive connections to one (host, port), over TLS when ``ssl`` is set
+    (a client context built at apply time; ``server_hostname`` is the SNI and the name
+    verified)."""
 
-    __slots__ = ("host", "port", "idle", "literal")
+    __slots__ = ("host", "port", "idle", "literal", "ssl", "server_hostname")
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, ssl_context: Any = None,
+                 server_hostname: str | None = None):
         self.host = host
         self.port = port
         self.idle: list[UpstreamConnection] = []
         self.literal = is_ip(host)
+        self.ssl = ssl_context
+        self.server_hostname = server_hostname if ssl_context is not None else None
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -226,12 +242,32 @@ class HostPool:
             if remaining <= 0:
                 raise UpstreamError("connection_timeout", f"{addr}:{self.port}")
             try:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: UpstreamConnection(self), addr, self.port),
-                    remaining)
+                if self.ssl is None:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(lambda: UpstreamConnection(self), addr, self.port),
+                        remaining)
+                else:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(
+                            lambda: UpstreamConnection(self), addr, self.port, ssl=self.ssl,
+                            server_hostname=self.server_hostname,
+                            ssl_handshake_timeout=max(remaining, 0.01)),
+                        remaining)
                 return conn
             except asyncio.TimeoutError:
                 raise UpstreamError("connection_timeout", f"{addr}:{self.port}") from None
+            except ssl.SSLCertVerificationError as exc:
+                raise UpstreamError("tls_certificate_error",
+                                    f"{addr}:{self.port}: {exc.verify_message}") from None
+            except ssl.SSLError as exc:
+                raise UpstreamError("tls_protocol_error", f"{addr}:{self.port}: {exc}") from None
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+                if self.ssl is None:
+                    error = UpstreamError("destination_ip_unroutable",
+                                          f"{addr}:{self.port}: {exc}")
+                    continue
+                # the peer hung up during the handshake: not a TLS server
+                raise UpstreamError("tls_protocol_error", f"{addr}:{self.port}: {exc}") from None
             except ConnectionRefusedError:
                 error = UpstreamError("connection_refused", f"{addr}:{self.port}")
             except OSError as exc:
@@ -245,10 +281,16 @@ class Upstreams:
     def __init__(self) -> None:
         self.pools: dict[tuple[str, int], HostPool] = {}
 
-    def get(self, host: str, port: int) -> HostPool:
-        hp = self.pools.get((host, port))
+    def get(self, host: str, port: int, ssl_context: Any = None,
+            server_hostname: str | None = None, tls_key: Any = None) -> HostPool:
+        """The pool of (host, port); TLS connections are pooled apart from plain ones
+        and per TLS settings (``tls_key``: anything hashable naming them)."""
+        key = (host, port) if ssl_context is None else (host, port, server_hostname, tls_key)
+        hp = self.pools.get(key)
         if hp is None:
-            hp = self.pools[(host, port)] = HostPool(host, port)
+            hp = self.pools[key] = HostPool(host, port, ssl_context, server_hostname)
+        elif ssl_context is not None:
+            hp.ssl = ssl_context
         return hp
 
     def sweep(self) -> None:

@@ -171,6 +171,42 @@ def set_secret(channel: AlertChannel, secret: str) -> None:
     channel.secret = secret
 
 
+def _channel_view(channel: AlertChannel) -> dict:
+    """The audit view of a channel: never the secret, only whether there is one."""
+    return {"id": channel.pk, "name": channel.name, "kind": channel.kind, "emails": channel.emails,
+            "url": channel.url, "enabled": channel.enabled, "has_secret": bool(channel.secret_encrypted),
+            "tenant": channel.tenant_id}
+
+
+def save_channel(actor, channel: AlertChannel, *, secret: str | None = None, note: str = "") -> AlertChannel:
+    """Validate (``channel_problems``) and store a new or changed channel, audited.
+    ``secret`` None keeps the stored one; "" clears it."""
+    from controlplane.audit.services import record
+
+    problems = channel_problems(channel)
+    if problems:
+        raise ValidationError(problems)
+    with transaction.atomic():
+        stored = AlertChannel.objects.filter(pk=channel.pk).first() if channel.pk else None
+        before = _channel_view(stored) if stored is not None else None
+        if secret is not None:
+            set_secret(channel, secret)
+        channel.save()
+        record(actor, "update" if before else "create", channel, before, _channel_view(channel), note,
+               tenant=channel.tenant if channel.tenant_id else None)
+    return channel
+
+
+def delete_channel(actor, channel: AlertChannel, note: str = "") -> None:
+    from controlplane.audit.services import record
+
+    with transaction.atomic():
+        before, pk = _channel_view(channel), channel.pk
+        channel.delete()
+        record(actor, "delete", channel, before, None, note,
+               tenant=channel.tenant if channel.tenant_id else None, object_id=pk)
+
+
 # --------------------------------------------------------------------------- delivery
 
 class DeliveryError(Exception):

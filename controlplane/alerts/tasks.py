@@ -1,7 +1,8 @@
 """Alert delivery: one Celery task per alert and channel, so that a failing channel
 never blocks the others. Every attempt is recorded as a ``Delivery``; a failed one is
-tried again later with exponential backoff (10 s, 30 s, 90 s, 270 s ...), at most
-``SWITCHYARD_ALERT_MAX_ATTEMPTS`` attempts in all."""
+tried again later with exponential backoff (10 s, 30 s, 90 s, 270 s ... with the default
+``SWITCHYARD_ALERT_RETRY_BASE_SECONDS`` of 10), at most ``SWITCHYARD_ALERT_MAX_ATTEMPTS``
+attempts in all."""
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,12 @@ BACKOFF_BASE_SECONDS = 10
 BACKOFF_FACTOR = 3
 
 
-def backoff(attempt: int) -> int:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    return BACKOFF_BASE_SECONDS * BACKOFF_FACTOR ** (attempt - 1)
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based):
+    ``SWITCHYARD_ALERT_RETRY_BASE_SECONDS`` × 3^(attempt-1)."""
+    base = float(getattr(settings, "SWITCHYARD_ALERT_RETRY_BASE_SECONDS", BACKOFF_BASE_SECONDS))
+    seconds = max(0.0, base) * BACKOFF_FACTOR ** (attempt - 1)
+    return int(seconds) if float(seconds).is_integer() else seconds
 
 
 def max_attempts() -> int:

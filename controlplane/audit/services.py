@@ -30,8 +30,12 @@ class Actor:
 
     @classmethod
     def from_request(cls, request) -> "Actor":
+        """The request's user and address; for a request authenticated by an API token
+        (``request.auth``, as the REST API sets it) the token's prefix names the actor."""
         forwarded = request.META.get("REMOTE_ADDR") or None
-        return cls(user=getattr(request, "user", None), source_address=forwarded)
+        token = getattr(request, "auth", None)
+        prefix = getattr(token, "prefix", "") or ""
+        return cls(user=getattr(request, "user", None), token_prefix=prefix, source_address=forwarded)
 
 
 def _object_fields(obj) -> tuple[str, str, str]:

@@ -118,6 +118,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
             schema.MSG_HEARTBEAT: self.on_heartbeat,
             schema.MSG_ACK: self.on_ack,
             schema.MSG_NACK: self.on_nack,
+            schema.MSG_STATS: self.on_stats,
         }.get(kind)
         if handler is None:
             log.debug("sync: node %s sent unknown message type %r", self.node_name, kind)
@@ -182,6 +183,27 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
             self._answered(nonce, version)
         log.warning("sync: node %s NACK v%s: %s", self.node_name, version,
                     "; ".join(f"{e['path']}: {e['message']}" for e in errors[:3]))
+
+    async def on_stats(self, msg):
+        """A traffic report: validated here (untrusted input), stored by telemetry."""
+        if not self.greeted:
+            return
+        from controlplane.telemetry.store import store_stats_async
+        try:
+            report = schema.parse_stats(msg)
+        except schema.StatsInvalid as exc:
+            log.warning("sync: node %s sent an invalid stats report; ignored: %s", self.node_name, exc)
+            return
+        try:
+            stored = await store_stats_async(self.node_id, report)
+        except Exception:  # telemetry must never cost the node its sync connection
+            log.exception("sync: storing traffic of node %s failed", self.node_name)
+            return
+        if stored:
+            try:
+                await notify.traffic_updated()
+            except Exception:
+                log.exception("sync: the traffic.updated hint failed")
 
     def _answered(self, nonce, version):
         if nonce not in self.nonces:

@@ -11,6 +11,10 @@ DATAPLANE_GROUP = "switchyard.dataplane"
 CONFIG_CHANGED = "config.changed"    # handled by DataPlaneConsumer.config_changed
 HEALTH_CHANGED = "health.changed"    # handled by DataPlaneConsumer.health_changed
 
+# Dashboard live views (/ws/live/) listen here; hints only, harmless when nobody listens.
+LIVE_GROUP = "switchyard.live"
+TRAFFIC_UPDATED = "traffic.updated"  # a node's traffic report was stored
+
 
 def _send(message: dict) -> None:
     layer = get_channel_layer()
@@ -34,3 +38,10 @@ def health_changed_on_commit(targets: dict[int, bool]) -> None:
     message = {"type": HEALTH_CHANGED, "targets": {str(k): bool(v) for k, v in targets.items()}}
     # robust: a hint that cannot be sent (at-most-once) must not fail the caller.
     transaction.on_commit(lambda: _send(message), robust=True)
+
+
+async def traffic_updated() -> None:
+    """Tell live views that new traffic figures are stored (from async code)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(LIVE_GROUP, {"type": TRAFFIC_UPDATED})

@@ -68,7 +68,8 @@ class Backend:
     """An HTTP/1.1 server on a loopback port whose response is a coroutine under test control."""
 
     def __init__(self, respond: Responder | None = None, keep_body: bool = True,
-                 read_delay: float = 0.0):
+                 read_delay: float = 0.0, ssl=None):
+        self.ssl = ssl  # a server SSLContext: an HTTPS backend
         self.respond = respond or simple()
         self.read_delay = read_delay
         self.keep_body = keep_body
@@ -78,7 +79,7 @@ class Backend:
         self.port = 0
 
     async def start(self) -> "Backend":
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -134,28 +135,55 @@ class Backend:
 # ---------------------------------------------------------------- in-process node
 
 class Proxy:
-    """A real ProxyServer listening on a loopback port in the test's event loop."""
+    """A real ProxyServer listening on a loopback port in the test's event loop.
+    ``https=True`` also starts an HTTPS listener (``tls_port``) choosing certificates by
+    SNI from the applied snapshot; ``server_kw`` go to both ProxyServers."""
 
-    def __init__(self, snap: dict, trusted: tuple = (), log_path: str = "off"):
-        self.state = NodeState(node_name="test")
+    def __init__(self, snap: dict, trusted: tuple = (), log_path: str = "off",
+                 https: bool = False, default_certificate: str = "", **server_kw):
+        self.state = NodeState(node_name="test", default_certificate=default_certificate)
         if snap is not None:
             self.state.apply(1, "h1", snap)
         self.log = AccessLog(log_path, "test")
         self.trusted = trusted
+        self.https = https
+        self.server_kw = server_kw
+        self.tls_server = self.tls_listener = None
+        self.tls_port = 0
 
     async def start(self) -> "Proxy":
         loop = asyncio.get_running_loop()
+        tls_sock = None
+        if self.https:
+            tls_sock = socket.socket()
+            tls_sock.bind(("127.0.0.1", 0))
+            self.tls_port = tls_sock.getsockname()[1]
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        self.server = ProxyServer(self.state, self.log, self.port, self.trusted)
+        kw = dict(self.server_kw)
+        if self.https:
+            kw.setdefault("https_port", self.tls_port)
+        self.server = ProxyServer(self.state, self.log, self.port, self.trusted, **kw)
         self.listener = await loop.create_server(self.server, sock=sock)
+        if tls_sock is not None:
+            from dataplane import tls
+            kw.pop("https_port", None)
+            self.tls_server = ProxyServer(self.state, self.log, self.tls_port, self.trusted,
+                                          scheme=b"https", **kw)
+            self.tls_listener = await loop.create_server(
+                self.tls_server, sock=tls_sock, ssl=tls.listener_context(self.state),
+                ssl_handshake_timeout=tls.HANDSHAKE_TIMEOUT)
         return self
 
     async def close(self) -> None:
         self.listener.close()
         for c in list(self.server.connections):
             c.transport.abort()
+        if self.tls_listener is not None:
+            self.tls_listener.close()
+            for c in list(self.tls_server.connections):
+                c.transport.abort()
         self.state.upstreams.close()
         self.log.flush()
 
@@ -180,11 +208,17 @@ class Response:
 class Client:
     """A raw HTTP/1.1 client connection: send exact bytes, read parsed responses."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, ssl=None, server_hostname: str | None = None):
         self.port = port
+        self.ssl = ssl  # a client SSLContext: talk TLS, with this SNI
+        self.server_hostname = server_hostname
 
     async def connect(self) -> "Client":
-        self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
+        if self.ssl is None:
+            self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
+        else:
+            self.r, self.w = await asyncio.open_connection(
+                "127.0.0.1", self.port, ssl=self.ssl, server_hostname=self.server_hostname)
         self.parser = None
         self.done: list[Response] = []
         self.head = False
@@ -290,10 +324,10 @@ class NodeProcess:
         self.err = open(tmp / "node.err", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dataplane", "--snapshot", str(path), "--http", "127.0.0.1:0",
-             "--admin", "127.0.0.1:0", "--access-log", str(tmp / "access.log"), "--name", "t",
+             "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log", str(tmp / "access.log"), "--name", "t",
              *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.err, env={**os.environ})
-        self.port = self.admin_port = 0
+        self.port = self.admin_port = self.https_port = 0
 
     async def ready(self, timeout: float = 15.0) -> "NodeProcess":
         deadline = time.monotonic() + timeout
@@ -304,6 +338,8 @@ class NodeProcess:
                     parts = dict(p.split("=", 1) for p in line.split() if "=" in p)
                     self.port = int(parts["http"].rsplit(":", 1)[1])
                     self.admin_port = int(parts["admin"].rsplit(":", 1)[1])
+                    if "https" in parts:
+                        self.https_port = int(parts["https"].rsplit(":", 1)[1])
                     return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"node exited: {self.stderr()}")

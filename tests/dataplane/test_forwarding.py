@@ -271,8 +271,11 @@ async def test_config_swap_keeps_in_flight_request(env):
 async def test_absolute_form_uses_its_host(env):
     b, p = await env()
     c = await Client(p.port).connect()
-    await c.send(b"GET http://app.test/abs?q=1 HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
+    await c.send(b"GET http://app.test/abs?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
     res = await c.response()
     assert res.status == 200
     assert b.requests[-1].url == b"/abs?q=1" and b.requests[-1].header("Host") == [b"app.test"]
+    # an authority that differs from Host is refused (test_strict_parsing.py)
+    await c.send(b"GET http://app.test/abs HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
+    assert (await c.response()).status == 400
     c.close()

@@ -136,4 +136,4 @@ def test_help_and_c_parser_check():
     for flag in ("--name", "--http", "--https", "--admin", "--control-plane", "--token",
                  "--token-file", "--cache-dir", "--trusted-proxies", "--access-log", "--snapshot"):
         assert flag in out
-    assert "later release" in out
+    assert "--default-certificate-name" in out

@@ -120,6 +120,120 @@ def bootstrap_state():
     }
 
 
+
+# ---------------------------------------------------------------- health checks and alerts
+
+@op
+def create_checked_site(name, host, ports, interval=1.0, timeout=0.5, unhealthy_threshold=2,
+                        healthy_threshold=2, retries=0, path="/"):
+    """A pool with an active HTTP check over 127.0.0.1:``ports`` and a route for ``host``."""
+    from controlplane.proxy import services
+    from controlplane.proxy.models import Target
+
+    actor = services.Actor.system()
+    pool = services.create_pool(
+        actor, name=f"pool-{name}", note=f"e2e: checked pool {name}", retries=retries,
+        health_check_enabled=True, health_check_type="http", health_check_path=path,
+        health_check_interval=interval, health_check_timeout=timeout,
+        unhealthy_threshold=unhealthy_threshold, healthy_threshold=healthy_threshold,
+        targets=[{"host": "127.0.0.1", "port": p, "weight": 1, "state": "enabled"} for p in ports])
+    services.create_route(actor, name=f"route-{name}", hosts=[host], path="/", path_type="prefix",
+                          pool=pool, note=f"e2e: route {name}")
+    targets = {str(port): tid for tid, port in Target.objects.filter(pool=pool).values_list("id", "port")}
+    return {"pool_id": pool.pk, "pool": pool.name, "targets": targets, **latest()}
+
+
+@op
+def target_health(pool_id):
+    from controlplane.health.models import TargetHealth
+    from controlplane.proxy.models import Target
+
+    rows = []
+    for t in Target.objects.filter(pool_id=pool_id).order_by("pk"):
+        h = TargetHealth.objects.filter(target=t).first()
+        rows.append({"id": t.pk, "port": t.port, "healthy": t.healthy, "reason": t.health_reason,
+                     "last_ok": h.last_ok if h else None,
+                     "last_checked": h.last_checked.timestamp() if h and h.last_checked else None})
+    return rows
+
+
+@op
+def transitions(target_id):
+    from controlplane.health.models import HealthTransition
+
+    return [{"healthy": t.healthy, "reason": t.reason, "created": t.created.timestamp()}
+            for t in HealthTransition.objects.filter(target_id=target_id).order_by("created", "id")]
+
+
+@op
+def create_channel(name, kind, emails=None, url="", secret=""):
+    from controlplane.alerts.models import AlertChannel
+    from controlplane.alerts.services import save_channel
+    from controlplane.audit.services import Actor
+
+    channel = AlertChannel(name=name, kind=kind, emails=list(emails or []), url=url)
+    save_channel(Actor.system(), channel, secret=secret or None, note="e2e")
+    return {"id": channel.pk}
+
+
+@op
+def disable_channels(ids):
+    from controlplane.alerts.models import AlertChannel
+
+    return AlertChannel.objects.filter(pk__in=ids).update(enabled=False)
+
+
+@op
+def alerts(kind=None, dedup_prefix=""):
+    from controlplane.alerts.models import Alert
+
+    qs = Alert.objects.order_by("id")
+    if kind:
+        qs = qs.filter(kind=kind)
+    if dedup_prefix:
+        qs = qs.filter(dedup_key__startswith=dedup_prefix)
+    return [{"id": a.pk, "kind": a.kind, "subject": a.subject, "dedup_key": a.dedup_key, "data": a.data,
+             "created": a.created.timestamp()} for a in qs]
+
+
+@op
+def deliveries(alert_id):
+    from controlplane.alerts.models import Delivery
+
+    return [{"channel": d.channel_id, "attempt": d.attempt, "status": d.status,
+             "response_code": d.response_code, "error": d.error, "created": d.created.timestamp()}
+            for d in Delivery.objects.filter(alert_id=alert_id).order_by("id")]
+
+
+@op
+def raise_alert(kind, subject, dedup_key, data=None):
+    """An alert through the service layer: its deliveries are queued for the real worker."""
+    from controlplane.alerts.services import raise_alert as raise_
+
+    alert = raise_(kind, subject=subject, dedup_key=dedup_key, data=data or {})
+    return {"id": alert.pk if alert else None}
+
+
+@op
+def upload_certificate(name, certificate_pem, private_key_pem, ca_bundle_pem=""):
+    """``certs.services.upload_certificate``: validate, store, publish, audit, and (on commit)
+    queue the expiry scan of the new certificate for the worker."""
+    from controlplane.audit.services import Actor
+    from controlplane.certs.services import upload_certificate as upload
+
+    cert = upload(Actor.system(), name=name, certificate_pem=certificate_pem,
+                  private_key_pem=private_key_pem, ca_bundle_pem=ca_bundle_pem)
+    return {"id": cert.pk, "fingerprint": cert.fingerprint, "not_after": cert.not_after.isoformat()}
+
+
+@op
+def queue_expiry_scan():
+    """Queue ``scan_expiry`` (all certificates) for the worker; returns the task id."""
+    from controlplane.certs.tasks import scan_expiry
+
+    return {"task_id": scan_expiry.delay().id}
+
+
 def run(name, args):
     close_old_connections()
     try:

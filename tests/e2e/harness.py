@@ -492,3 +492,134 @@ class Stack:
             self.daphne.stop()
         for upstream in self.upstreams:
             upstream.close()
+
+
+# ----------------------------------------------------------------------------- Celery (additive)
+PROCFILE = REPO / "Procfile"
+
+
+def procfile_argv(process: str, env: dict | None = None) -> list[str]:
+    """The Procfile line of ``process`` as an argv: ``${NAME:-default}`` expanded from ``env``
+    (else the default) and ``.venv/bin/<tool>`` run as ``PYTHON -m <tool>`` — so the tests
+    start the worker and beat exactly as ``make run`` does."""
+    import re
+    import shlex
+
+    env = env or {}
+    for line in PROCFILE.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == process:
+            break
+    else:
+        raise HarnessError(f"no {process!r} line in {PROCFILE}")
+    pattern = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+    for _ in range(3):  # defaults may themselves refer to variables
+        command = pattern.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), command)
+    argv = shlex.split(command)
+    if argv and argv[0] == "exec":
+        argv = argv[1:]
+    tool = Path(argv[0]).name
+    return [PYTHON, "-m", tool, *argv[1:]]
+
+
+class CeleryProcs:
+    """``celery -A controlplane worker`` and ``beat`` (the Procfile's lines) against a
+    control plane's database and broker (embedded: the filesystem broker under its var
+    dir; production: its Redis database). ``extra_env`` adds settings (e-mail server, ...)."""
+
+    def __init__(self, cp: ControlPlaneEnv, root: Path, extra_env: dict | None = None):
+        self.cp, self.root = cp, root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.env = {**cp.env, **(extra_env or {})}
+        self.tag = secrets.token_hex(3)
+        self.worker: Proc | None = None
+        self.beat: Proc | None = None
+
+    def start_worker(self, timeout: float = 60.0) -> float:
+        argv = procfile_argv("worker", self.env) + [
+            "-n", f"e2e-{self.tag}@%h", "--without-gossip", "--without-mingle"]
+        started = time.monotonic()
+        self.worker = Proc("celery worker", argv, self.env, self.root / "worker.log").start()
+        wait_until(lambda: self._alive(self.worker) and " ready." in self._log(self.worker), timeout,
+                   "the Celery worker to be ready", interval=0.1, on_timeout=self.logs)
+        return time.monotonic() - started
+
+    def start_beat(self, timeout: float = 60.0) -> float:
+        argv = procfile_argv("beat", self.env) + ["-s", str(self.root / "celerybeat-schedule"),
+                                                  "--pidfile", str(self.root / "beat.pid")]
+        started = time.monotonic()
+        self.beat = Proc("celery beat", argv, self.env, self.root / "beat.log").start()
+        wait_until(lambda: self._alive(self.beat) and "beat: Starting" in self._log(self.beat), timeout,
+                   "Celery beat to start", interval=0.1, on_timeout=self.logs)
+        return time.monotonic() - started
+
+    def task_succeeded(self, task_id: str) -> str | None:
+        """The worker's log line for a finished task (``... succeeded in 0.01s: <result>``)."""
+        for line in self._log(self.worker).splitlines():
+            if f"[{task_id}] succeeded" in line:
+                return line
+        return None
+
+    @staticmethod
+    def _alive(proc: Proc) -> bool:
+        if not proc.alive:
+            raise HarnessError(f"{proc.name} exited with {proc.popen.returncode}\n{proc.tail()}")
+        return True
+
+    @staticmethod
+    def _log(proc: Proc) -> str:
+        try:
+            return proc.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def logs(self, lines: int = 60) -> str:
+        return "\n".join(p.tail(lines) for p in (self.worker, self.beat) if p)
+
+    def close(self):
+        for proc in (self.beat, self.worker):
+            if proc:
+                proc.stop()
+
+
+class UpstreamProcess:
+    """An HTTP upstream in its own process on a fixed loopback port, so that it can really
+    die (SIGKILL: listener and connections gone, new connections refused) and come back on
+    the same port. Answers every request with ``upstream=<name>``."""
+
+    SCRIPT = r"""
+import sys
+from aiohttp import web
+name, port = sys.argv[1], int(sys.argv[2])
+async def handle(request):
+    return web.Response(text=f"upstream={name}\n")
+app = web.Application()
+app.router.add_route("*", "/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_address=True)
+"""
+
+    def __init__(self, name: str, root: Path, port: int | None = None):
+        self.name, self.root = name, root
+        self.port = port or free_port()
+        self.proc: Proc | None = None
+
+    def start(self, timeout: float = 20.0) -> "UpstreamProcess":
+        self.proc = Proc(f"upstream {self.name}", [PYTHON, "-c", self.SCRIPT, self.name, str(self.port)],
+                         base_env(), self.root / f"upstream-{self.name}.log").start()
+
+        def up():
+            if not self.proc.alive:
+                raise HarnessError(f"upstream {self.name} exited\n{self.proc.tail()}")
+            return f"upstream={self.name}\n" in http_get(self.port, "/", timeout=1).body
+        wait_until(up, timeout, f"upstream {self.name} on port {self.port}", interval=0.05,
+                   on_timeout=self.proc.tail)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as a crashed backend does."""
+        if self.proc:
+            self.proc.kill()
+
+    def close(self) -> None:
+        if self.proc:
+            self.proc.stop(timeout=5)

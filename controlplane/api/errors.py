@@ -1,0 +1,40 @@
+"""Django ``ValidationError`` (a message dict keyed by model field) → DRF 400 keyed by API field."""
+from __future__ import annotations
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework.exceptions import ValidationError
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .serializers import HEALTH_CHECK_FIELDS
+
+# model field → (API field, sub-field) for fields the API nests
+NESTED = {model: ("health_check", api) for api, model in HEALTH_CHECK_FIELDS.items()}
+NESTED.update({f"max_{name}": ("quotas", name) for name in ("routes", "pools", "targets", "certificates")})
+RENAMED = {NON_FIELD_ERRORS: "non_field_errors", "pool_id": "pool", "certificate_id": "certificate"}
+
+
+def drf_errors(exc: DjangoValidationError) -> dict:
+    if hasattr(exc, "error_dict"):
+        raw = exc.message_dict
+    else:
+        raw = {"non_field_errors": exc.messages}
+    out: dict = {}
+    for field, messages in raw.items():
+        if field in NESTED:
+            outer, inner = NESTED[field]
+            out.setdefault(outer, {}).setdefault(inner, []).extend(messages)
+        else:
+            out.setdefault(RENAMED.get(field, field), []).extend(messages)
+    return out
+
+
+def to_drf(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(drf_errors(exc))
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus Django ``ValidationError`` from the services as a 400."""
+    if isinstance(exc, DjangoValidationError):
+        exc = to_drf(exc)
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,371 @@
+"""Serializers: the shape of the JSON only (types, lists, nesting, write-only fields).
+
+Business rules (hosts inside delegations, overlaps, quotas, upstream policy,
+certificate checks ...) are never checked here: the views hand ``validated_data``
+to the services, whose ``ValidationError`` messages come back as 400s naming the
+field (``errors.drf_errors``). Tenants are addressed by slug everywhere.
+"""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
+
+from controlplane.alerts.models import Alert, AlertChannel, Delivery
+from controlplane.audit.models import AuditEntry
+from controlplane.proxy.models import Certificate, Pool, Route, Target
+from controlplane.publishing.models import ConfigVersion, Node
+from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
+
+from .permissions import principal_for
+
+MAX_ID = 2 ** 63 - 1
+
+
+class TenantField(serializers.SlugRelatedField):
+    """A tenant by slug, limited to the tenants the caller may see (others: 'does not exist')."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("slug_field", "slug")
+        kwargs.setdefault("help_text", "Tenant slug; null for a platform-owned object (staff only).")
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        if request is None:
+            return Tenant.objects.all()
+        return principal_for(request).tenants()
+
+
+def tenant_field(**kwargs):
+    return TenantField(queryset=Tenant.objects.all(), required=False, allow_null=True, **kwargs)
+
+
+class ServiceModelSerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose writes go to services (the views call them): no
+    unique validators here, the validation layer owns those rules."""
+
+    def get_validators(self):
+        return []
+
+    def build_standard_field(self, field_name, model_field):
+        field_class, kwargs = super().build_standard_field(field_name, model_field)
+        kwargs["validators"] = [v for v in kwargs.get("validators", []) if not isinstance(v, UniqueValidator)]
+        return field_class, kwargs
+
+    def create(self, validated_data):  # pragma: no cover - views call the services
+        raise NotImplementedError("writes go through the services")
+
+    def update(self, instance, validated_data):  # pragma: no cover
+        raise NotImplementedError("writes go through the services")
+
+
+# ------------------------------------------------------------------ tenants and delegations
+
+class QuotasSerializer(serializers.Serializer):
+    routes = serializers.IntegerField(source="max_routes", min_value=0, max_value=2 ** 31 - 1, required=False)
+    pools = serializers.IntegerField(source="max_pools", min_value=0, max_value=2 ** 31 - 1, required=False)
+    targets = serializers.IntegerField(source="max_targets", min_value=0, max_value=2 ** 31 - 1, required=False)
+    certificates = serializers.IntegerField(source="max_certificates", min_value=0, max_value=2 ** 31 - 1,
+                                            required=False)
+
+
+class TenantSerializer(ServiceModelSerializer):
+    slug = serializers.SlugField(max_length=63, help_text="Set on creation; the tenant's address in the API.")
+    quotas = QuotasSerializer(source="*", required=False, help_text="Maximum routes, pools, targets, certificates.")
+    allowed_networks = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False,
+        help_text="Networks (CIDR) this tenant's targets may use although the upstream policy forbids them.")
+    delegations = serializers.SlugRelatedField(many=True, read_only=True, slug_field="suffix")
+
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "quotas", "allowed_networks", "delegations", "created"]
+        read_only_fields = ["created"]
+
+
+class DelegationSerializer(ServiceModelSerializer):
+    tenant = TenantField(queryset=Tenant.objects.all())
+    suffix = serializers.CharField(max_length=253, help_text="Covers itself and every name below it.")
+
+    class Meta:
+        model = Delegation
+        fields = ["id", "tenant", "suffix", "created"]
+        read_only_fields = ["id", "created"]
+
+
+class MembershipSerializer(ServiceModelSerializer):
+    tenant = TenantField(queryset=Tenant.objects.all())
+    user = serializers.CharField(source="user.username", max_length=150, help_text="Username.")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "tenant", "user", "role"]
+        read_only_fields = ["id"]
+
+
+# ------------------------------------------------------------------ pools
+
+class TargetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    host = serializers.CharField(max_length=253)
+    port = serializers.IntegerField(min_value=1, max_value=65535)
+    weight = serializers.IntegerField(min_value=0, max_value=1000, required=False, default=1)
+    enabled = serializers.BooleanField(required=False, help_text="true: state enabled; false: state disabled.")
+    state = serializers.ChoiceField(choices=Target.STATES, required=False,
+                                    help_text="enabled, disabled or draining; wins over `enabled` when both are given.")
+    healthy = serializers.BooleanField(read_only=True, help_text="As last decided by the active checks.")
+    health_reason = serializers.CharField(read_only=True)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        enabled = value.pop("enabled", None)
+        if "state" not in value:
+            value["state"] = Target.ENABLED if enabled in (None, True) else Target.DISABLED
+        return value
+
+
+HEALTH_CHECK_FIELDS = {
+    "enabled": "health_check_enabled", "type": "health_check_type", "path": "health_check_path",
+    "method": "health_check_method", "expected_statuses": "health_check_expected_statuses",
+    "host": "health_check_host", "interval": "health_check_interval", "timeout": "health_check_timeout",
+    "healthy_threshold": "healthy_threshold", "unhealthy_threshold": "unhealthy_threshold",
+}
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(source="health_check_enabled", required=False)
+    type = serializers.ChoiceField(source="health_check_type", choices=Pool.CHECK_TYPES, required=False)
+    path = serializers.CharField(source="health_check_path", max_length=2048, required=False)
+    method = serializers.CharField(source="health_check_method", max_length=10, required=False)
+    expected_statuses = serializers.CharField(source="health_check_expected_statuses", max_length=200,
+                                              required=False, help_text='e.g. "200-399" or "200,204"')
+    host = serializers.CharField(source="health_check_host", max_length=253, required=False, allow_blank=True,
+                                 help_text="Host header of the probe.")
+    interval = serializers.FloatField(source="health_check_interval", required=False)
+    timeout = serializers.FloatField(source="health_check_timeout", required=False)
+    healthy_threshold = serializers.IntegerField(min_value=0, max_value=32767, required=False)
+    unhealthy_threshold = serializers.IntegerField(min_value=0, max_value=32767, required=False)
+
+
+class PoolSerializer(ServiceModelSerializer):
+    tenant = tenant_field()
+    targets = TargetSerializer(many=True, required=False,
+                               help_text="The full list: on update it replaces the stored targets.")
+    health_check = HealthCheckSerializer(source="*", required=False, help_text="Active health check.")
+    connect_timeout = serializers.FloatField(required=False)
+    read_timeout = serializers.FloatField(required=False)
+    passive_ejection_seconds = serializers.FloatField(required=False)
+
+    class Meta:
+        model = Pool
+        fields = ["id", "tenant", "name", "algorithm", "hash_on", "hash_key", "sticky_cookie", "connect_timeout",
+                  "read_timeout", "retries", "passive_failures", "passive_ejection_seconds", "tls_enabled",
+                  "tls_verify", "tls_ca_pem", "tls_sni", "health_check", "targets", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+
+# ------------------------------------------------------------------ routes
+
+class HeaderSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    value = serializers.CharField(max_length=4096, allow_blank=True)
+
+
+class HeaderRulesSerializer(serializers.Serializer):
+    set = HeaderSerializer(many=True, required=False, help_text="Replace the header with this value.")
+    add = HeaderSerializer(many=True, required=False, help_text="Add the header (keeping existing ones).")
+    remove = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
+                                   help_text="Header names to remove.")
+
+
+class RouteSerializer(ServiceModelSerializer):
+    tenant = tenant_field()
+    hosts = serializers.ListField(child=serializers.CharField(max_length=253), min_length=1,
+                                  help_text='Exact names and "*." wildcards.')
+    methods = serializers.ListField(child=serializers.CharField(max_length=20), required=False,
+                                    help_text="Empty: every method.")
+    headers = HeaderSerializer(many=True, required=False, help_text="Header matches: all must match.")
+    pool = serializers.IntegerField(source="pool_id", min_value=1, max_value=MAX_ID, help_text="Pool id.")
+    certificate = serializers.IntegerField(source="certificate_id", min_value=1, max_value=MAX_ID,
+                                           required=False, allow_null=True,
+                                           help_text="Certificate id; null: chosen by hostname.")
+    request_headers = HeaderRulesSerializer(required=False, help_text="Rules applied to the request sent upstream.")
+    response_headers = HeaderRulesSerializer(required=False, help_text="Rules applied to the response.")
+    priority = serializers.IntegerField(min_value=-(2 ** 31), max_value=2 ** 31 - 1, required=False)
+    max_body_size = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
+    hsts_max_age = serializers.IntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
+
+    class Meta:
+        model = Route
+        fields = ["id", "tenant", "name", "hosts", "path", "path_type", "methods", "headers", "priority", "pool",
+                  "strip_prefix", "preserve_host", "request_headers", "response_headers", "websocket",
+                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme", "enabled",
+                  "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+
+# ------------------------------------------------------------------ certificates
+
+class CertificateSerializer(ServiceModelSerializer):
+    tenant = tenant_field()
+    certificate_pem = serializers.CharField(max_length=1_000_000, help_text="PEM: the leaf, then the chain.")
+    private_key_pem = serializers.CharField(
+        write_only=True, required=False, max_length=100_000, style={"input_type": "password"},
+        help_text="PEM private key. Write-only: never returned. Required on upload; on update, "
+                  "omit it to keep the stored key (which must match the new certificate).")
+    ca_bundle_pem = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=1_000_000,
+                                          help_text="Extra trusted roots for the chain check (not stored).")
+    sans = serializers.ListField(child=serializers.CharField(), read_only=True)
+    warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Certificate
+        fields = ["id", "tenant", "name", "certificate_pem", "private_key_pem", "ca_bundle_pem", "subject", "sans",
+                  "issuer", "not_before", "not_after", "fingerprint", "chain_status", "warnings", "source",
+                  "created", "updated"]
+        read_only_fields = ["id", "subject", "issuer", "not_before", "not_after", "fingerprint", "chain_status",
+                            "source", "created", "updated"]
+
+
+# ------------------------------------------------------------------ nodes and versions
+
+class NodeSerializer(ServiceModelSerializer):
+    last_error = serializers.JSONField(read_only=True, help_text="The errors of the last NACK.")
+
+    class Meta:
+        model = Node
+        fields = ["id", "name", "revoked", "connected", "applied_version", "applied_hash", "last_ack",
+                  "last_apply_ms", "rejected_version", "rejected_hash", "last_error", "last_error_at", "last_seen",
+                  "connected_since", "software_version", "workers", "created"]
+        read_only_fields = [f for f in fields if f != "name"]
+
+
+class NodeCreatedSerializer(NodeSerializer):
+    token = serializers.CharField(read_only=True, help_text="The node's token: shown only in this response.")
+
+    class Meta(NodeSerializer.Meta):
+        fields = NodeSerializer.Meta.fields + ["token"]
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ConfigVersion
+        fields = ["number", "sha256", "author", "note", "created", "rolled_back_from"]
+        read_only_fields = fields
+
+
+class VersionDetailSerializer(VersionSerializer):
+    snapshot = serializers.JSONField(read_only=True, help_text="The canonical snapshot (no private keys).")
+
+    class Meta(VersionSerializer.Meta):
+        fields = VersionSerializer.Meta.fields + ["snapshot"]
+        read_only_fields = fields
+
+
+class FieldChangeSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class ChangeSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["route", "pool", "certificate"])
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    action = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    fields = FieldChangeSerializer(many=True)
+
+
+class DiffSerializer(serializers.Serializer):
+    changes = ChangeSerializer(many=True)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.IntegerField(help_text="The older version number.")
+        fields["to"] = serializers.IntegerField(help_text="The newer version number.")
+        return fields
+
+
+class RollbackResultSerializer(serializers.Serializer):
+    rolled_back_to = serializers.IntegerField(help_text="The version whose content is live again.")
+    version = VersionSerializer(allow_null=True, help_text="The new version; null when nothing changed.")
+
+
+# ------------------------------------------------------------------ audit and alerts
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    before = serializers.JSONField(read_only=True)
+    after = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "created", "actor", "tenant", "object_type", "object_id", "object_repr", "action", "before",
+                  "after", "note", "source_address", "config_version"]
+        read_only_fields = fields
+
+
+class AlertChannelSerializer(ServiceModelSerializer):
+    tenant = tenant_field()
+    emails = serializers.ListField(child=serializers.CharField(max_length=254), required=False,
+                                   help_text="For kind email: the recipients.")
+    url = serializers.CharField(max_length=200, required=False, allow_blank=True, help_text="For kind webhook.")
+    secret = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500,
+                                   style={"input_type": "password"},
+                                   help_text="Webhook signing secret. Write-only: omit to keep the stored one, "
+                                             "\"\" to clear it.")
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AlertChannel
+        fields = ["id", "tenant", "name", "kind", "emails", "url", "secret", "has_secret", "enabled", "created"]
+        read_only_fields = ["id", "created"]
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_has_secret(self, obj) -> bool:
+        return bool(obj.secret_encrypted)
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    channel_name = serializers.CharField(source="channel.name", read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = ["id", "channel", "channel_name", "attempt", "status", "response_code", "error", "created"]
+        read_only_fields = fields
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    deliveries = DeliverySerializer(many=True, read_only=True)
+    data = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Alert
+        fields = ["id", "tenant", "kind", "subject", "body", "dedup_key", "data", "created", "deliveries"]
+        read_only_fields = fields
+
+
+# ------------------------------------------------------------------ API tokens
+
+class ApiTokenSerializer(ServiceModelSerializer):
+    tenant = tenant_field(help_text="Tenant slug for a per-tenant token; null for a token that acts as you.")
+    user = serializers.CharField(source="user.username", read_only=True)
+    role = serializers.ChoiceField(choices=Membership.ROLES, required=False, allow_blank=True,
+                                   help_text="Role of a per-tenant token (default viewer).")
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    revoked = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "user", "tenant", "role", "prefix", "created", "last_used", "revoked"]
+        read_only_fields = ["id", "user", "prefix", "created", "last_used", "revoked"]
+
+
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    token = serializers.CharField(read_only=True, help_text="The token: shown only in this response.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = ApiTokenSerializer.Meta.fields + ["token"]

@@ -1,0 +1,29 @@
+"""/api/v1/: the resources, the OpenAPI schema (/api/v1/schema/) and its docs
+(/api/v1/docs/ Swagger UI, /api/v1/docs/redoc/), served without any CDN."""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter()
+router.register("tenants", views.TenantViewSet, basename="tenant")
+router.register("delegations", views.DelegationViewSet, basename="delegation")
+router.register("members", views.MembershipViewSet, basename="member")
+router.register("pools", views.PoolViewSet, basename="pool")
+router.register("routes", views.RouteViewSet, basename="route")
+router.register("certificates", views.CertificateViewSet, basename="certificate")
+router.register("nodes", views.NodeViewSet, basename="node")
+router.register("versions", views.VersionViewSet, basename="version")
+router.register("audit", views.AuditViewSet, basename="audit")
+router.register("alert-channels", views.AlertChannelViewSet, basename="alertchannel")
+router.register("alerts", views.AlertViewSet, basename="alert")
+router.register("api-tokens", views.ApiTokenViewSet, basename="apitoken")
+
+app_name = "api"
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("", include(router.urls)),
+]

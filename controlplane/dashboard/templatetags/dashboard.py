@@ -1,0 +1,67 @@
+import json
+
+from django import template
+from django.utils import timezone
+
+from controlplane.tenancy.access import principal as get_principal
+
+register = template.Library()
+
+
+@register.filter
+def pretty(value):
+    """JSON, indented (for audit before/after and diff values)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=1, sort_keys=True, default=str)
+
+
+@register.filter
+def short(value, n=12):
+    return (value or "")[: int(n)]
+
+
+@register.filter
+def days_left(when):
+    if not when:
+        return None
+    return int((when - timezone.now()).total_seconds() // 86400)
+
+
+@register.filter
+def owner(obj):
+    tenant = getattr(obj, "tenant", None)
+    return tenant.slug if tenant is not None else "platform"
+
+
+@register.filter
+def get(mapping, key):
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
+
+
+@register.simple_tag(takes_context=True)
+def principal(context):
+    request = context.get("request")
+    return get_principal(request) if request is not None else None
+
+
+@register.simple_tag(takes_context=True)
+def managed_tenants(context):
+    """Tenants whose team page the user may open (their own, for members)."""
+    request = context.get("request")
+    if request is None or not request.user.is_authenticated:
+        return []
+    return list(get_principal(request).tenants()[:10])
+
+
+@register.filter
+def compact(value):
+    """JSON on one line (lists of targets and header rules stay readable)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "\n".join(json.dumps(v, sort_keys=True, default=str) for v in value)
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,48 @@
+from django.urls import path
+
+from . import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("login/", views.login_view, name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("", views.overview, name="overview"),
+    path("routes/", views.route_list, name="routes"),
+    path("routes/new/", views.route_edit, name="route_new"),
+    path("routes/<int:pk>/", views.route_detail, name="route"),
+    path("routes/<int:pk>/edit/", views.route_edit, name="route_edit"),
+    path("routes/<int:pk>/delete/", views.route_delete, name="route_delete"),
+    path("pools/", views.pool_list, name="pools"),
+    path("pools/new/", views.pool_edit, name="pool_new"),
+    path("pools/<int:pk>/", views.pool_detail, name="pool"),
+    path("pools/<int:pk>/edit/", views.pool_edit, name="pool_edit"),
+    path("pools/<int:pk>/delete/", views.pool_delete, name="pool_delete"),
+    path("certificates/", views.certificate_list, name="certificates"),
+    path("certificates/new/", views.certificate_new, name="certificate_new"),
+    path("certificates/<int:pk>/", views.certificate_detail, name="certificate"),
+    path("certificates/<int:pk>/delete/", views.certificate_delete, name="certificate_delete"),
+    path("nodes/", views.node_list, name="nodes"),
+    path("nodes/<int:pk>/", views.node_detail, name="node"),
+    path("changes/", views.change_list, name="changes"),
+    path("changes/diff/", views.change_diff, name="change_diff"),
+    path("changes/<int:number>/", views.change_detail, name="change"),
+    path("changes/<int:number>/rollback/", views.change_rollback, name="change_rollback"),
+    path("audit/", views.audit_log, name="audit"),
+    path("alerts/", views.alert_list, name="alerts"),
+    path("alerts/channels/new/", views.channel_edit, name="channel_new"),
+    path("alerts/channels/<int:pk>/", views.channel_edit, name="channel_edit"),
+    path("alerts/channels/<int:pk>/delete/", views.channel_delete, name="channel_delete"),
+    path("tenants/", views.tenant_list, name="tenants"),
+    path("tenants/new/", views.tenant_new, name="tenant_new"),
+    path("tenants/<slug:slug>/", views.tenant_detail, name="tenant"),
+    path("tenants/<slug:slug>/edit/", views.tenant_update, name="tenant_update"),
+    path("tenants/<slug:slug>/delete/", views.tenant_delete, name="tenant_delete"),
+    path("tenants/<slug:slug>/delegations/", views.delegation_add, name="delegation_add"),
+    path("delegations/<int:pk>/delete/", views.delegation_delete, name="delegation_delete"),
+    path("tenants/<slug:slug>/members/", views.member_add, name="member_add"),
+    path("tenants/<slug:slug>/members/<int:pk>/remove/", views.member_remove, name="member_remove"),
+    path("tenants/<slug:slug>/tokens/", views.token_issue, name="token_issue"),
+    path("tenants/<slug:slug>/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("live/traffic.json", views.traffic_json, name="traffic_json"),
+]

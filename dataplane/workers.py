@@ -1,0 +1,445 @@
+"""``--workers N``: one supervisor process and N worker processes sharing the listeners.
+
+- The **supervisor** (the process started as ``python -m dataplane``) reserves the
+  listener ports (a bound, never-listening ``SO_REUSEPORT`` socket, so ``:0`` becomes
+  one concrete port for everyone), starts N workers (``python -m dataplane ...
+  --worker-fd FD``), and is the node's only voice to the control plane: it runs the one
+  ``SyncClient`` (one WebSocket, one cache directory, one ACK per push), the admin
+  listener, and ``--snapshot`` reloads on SIGHUP.
+- Each **worker** binds its own ``SO_REUSEPORT`` socket on the same addresses (the kernel
+  spreads connections over them), runs the data plane on uvloop when installed, and
+  applies what the supervisor sends over a unix socketpair.
+- A config push is validated by the supervisor (the same ``NodeState.apply`` as a
+  single-process node), then sent to every worker; the ACK goes out only when every
+  worker has applied it, so the dashboard's applied version is true of every process.
+  Upstream health is broadcast the same way.
+- ``/metrics`` on the supervisor's admin listener sums the workers' counters (polled
+  once a second); a target counts as healthy only if no worker has it ejected.
+- ``SIGTERM`` to the supervisor: every worker stops accepting and drains (60 s), then
+  the supervisor exits. A worker that dies is restarted with the current config.
+
+Messages are length-prefixed JSON objects in both directions.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any, Sequence
+
+from dataplane import schema
+
+FRAME = struct.Struct("!I")
+STATS_SECONDS = 1.0
+
+
+async def send_msg(writer: asyncio.StreamWriter, msg: dict) -> None:
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    writer.write(FRAME.pack(len(data)) + data)
+    await writer.drain()
+
+
+async def recv_msg(reader: asyncio.StreamReader) -> dict:
+    (n,) = FRAME.unpack(await reader.readexactly(FRAME.size))
+    return json.loads(await reader.readexactly(n))
+
+
+# ---------------------------------------------------------------- worker side
+
+def collect_stats(state: Any) -> dict:
+    m = state.metrics
+    routes = []
+    for s in list(m.routes.values()):
+        routes.append({
+            "name": s.name, "route_id": getattr(s, "route_id", None),
+            "requests": [[cls, ps, n] for (cls, ps), n in s.requests.items()],
+            "duration": [s.duration.counts, s.duration.sum],
+            "upstream": [s.upstream.counts, s.upstream.sum],
+            "bytes_in": getattr(s, "bytes_in", 0), "bytes_out": getattr(s, "bytes_out", 0),
+        })
+    return {"pid": os.getpid(), "routes": routes, "active": m.active_connections,
+            "health": [list(row) for row in m.target_health()],
+            "ejections": state.ejections(), "version": state.version}
+
+
+class WorkerLink:
+    """A worker's end of the supervisor socketpair."""
+
+    def __init__(self, fd: int, state: Any, on_parent_gone: Any):
+        self.sock = socket.socket(fileno=fd)
+        self.state = state
+        self.on_parent_gone = on_parent_gone
+
+    async def initial(self) -> None:
+        """Receive and apply the supervisor's current config before listening."""
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=self.sock)
+        await self.handle(await recv_msg(self.reader))
+
+    async def ready(self, **info: Any) -> None:
+        await send_msg(self.writer, {"type": "ready", "pid": os.getpid(), **info})
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.handle(await recv_msg(self.reader))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.on_parent_gone()  # the supervisor is gone: drain and exit
+
+    async def handle(self, msg: dict) -> None:
+        kind = msg.get("type")
+        if kind == "apply":
+            try:
+                ms = self.state.apply(msg["version"], msg["hash"], msg["snapshot"])
+                reply = {"ok": True, "ms": ms}
+            except schema.SnapshotInvalid as exc:
+                reply = {"ok": False, "errors": [e.as_dict() for e in exc.errors]}
+            await send_msg(self.writer, {"type": "applied", "id": msg.get("id"), **reply})
+        elif kind == "health":
+            self.state.set_health(msg["targets"])
+        elif kind == "stats":
+            await send_msg(self.writer, {"type": "stats", "id": msg.get("id"),
+                                         "stats": collect_stats(self.state)})
+
+
+# ---------------------------------------------------------------- supervisor side
+
+def _new_route_stats(name: str, route_id: Any) -> Any:
+    from dataplane.metrics import RouteStats
+    try:
+        return RouteStats(name, route_id)
+    except TypeError:  # an older RouteStats without route ids
+        return RouteStats(name)
+
+class Worker:
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[int, asyncio.Future] = {}
+        self.ready = asyncio.get_running_loop().create_future()
+        self.stats: dict | None = None
+        self.reader_task: asyncio.Task | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+class Fanout:
+    """What the SyncClient sees as the node state (duck-typed, see sync.py): validates
+    with the supervisor's own NodeState, then applies on every worker."""
+
+    def __init__(self, sup: "Supervisor"):
+        self.sup = sup
+
+    @property
+    def version(self):
+        return self.sup.state.version
+
+    @property
+    def hash(self):
+        return self.sup.state.hash
+
+    @property
+    def ready(self):
+        return self.sup.state.ready
+
+    def apply(self, version: int, digest: str, snapshot: dict):
+        ms = self.sup.state.apply(version, digest, snapshot)  # raises SnapshotInvalid
+        self.sup.current = {"type": "apply", "version": version, "hash": digest,
+                            "snapshot": snapshot}
+        return self.sup.broadcast_apply(ms)
+
+    def set_health(self, targets: dict) -> None:
+        self.sup.state.set_health(targets)
+        self.sup.health.update({str(k): bool(v) for k, v in targets.items()})
+        self.sup.broadcast({"type": "health", "targets": {str(k): bool(v)
+                                                          for k, v in targets.items()}})
+
+    def ejections(self) -> list[dict]:
+        return self.sup.ejections()
+
+    @property
+    def metrics(self):  # summed over the workers (poll_stats)
+        return self.sup.state.metrics
+
+    @property
+    def outlier(self):  # .current(): ejections across the workers
+        return self.sup
+
+
+class Supervisor:
+    def __init__(self, opts: Any, argv: Sequence[str]):
+        from dataplane.applier import NodeState
+        self.opts = opts
+        self.argv = list(argv)
+        self.state = NodeState(node_name=opts.name,
+                               default_certificate=getattr(opts, "default_certificate", ""))
+        self.fanout = Fanout(self)
+        self.current: dict = {"type": "none"}
+        self.health: dict[str, bool] = {}
+        self.workers: list[Worker] = []
+        self.stopping = asyncio.Event()
+        self.reserved: list[socket.socket] = []
+        self.seq = 0
+        self.sync = None
+        self.admin_runner = None
+        self.lock = asyncio.Lock()
+
+    # ---- ports
+    def reserve(self, addr: str) -> str:
+        from dataplane.node import split_addr
+        host, port = split_addr(addr)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, port))  # bound, never listening: it receives no connections
+        self.reserved.append(s)
+        port = s.getsockname()[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # ---- workers
+    async def spawn(self, index: int) -> Worker:
+        w = Worker(index)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [sys.executable, "-m", "dataplane", *self.argv,
+                "--http", self.http, "--https", self.https, "--workers", "1",
+                "--worker-fd", str(child.fileno()), "--control-plane", "", "--snapshot", ""]
+        w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(child.fileno(),))
+        child.close()
+        w.reader, w.writer = await asyncio.open_unix_connection(sock=parent)
+        await send_msg(w.writer, {**self.current, "id": 0})
+        if self.health:
+            await send_msg(w.writer, {"type": "health", "targets": self.health})
+        w.reader_task = asyncio.ensure_future(self.read_worker(w))
+        return w
+
+    async def read_worker(self, w: Worker) -> None:
+        try:
+            while True:
+                msg = await recv_msg(w.reader)
+                kind = msg.get("type")
+                if kind == "ready":
+                    if not w.ready.done():
+                        w.ready.set_result(msg)
+                elif kind in ("applied", "stats"):
+                    fut = w.pending.pop(msg.get("id"), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        for fut in w.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"worker {w.pid} is gone"))
+        if not w.ready.done():
+            w.ready.set_exception(ConnectionError(f"worker {w.pid} exited before serving"))
+
+    async def request(self, w: Worker, msg: dict, timeout: float) -> dict:
+        self.seq += 1
+        fut = asyncio.get_running_loop().create_future()
+        w.pending[self.seq] = fut
+        await send_msg(w.writer, {**msg, "id": self.seq})
+        return await asyncio.wait_for(fut, timeout)
+
+    async def broadcast_apply(self, parent_ms: float) -> float:
+        msg = self.current
+        async with self.lock:
+            results = await asyncio.gather(
+                *(self.request(w, msg, 60.0) for w in self.workers), return_exceptions=True)
+        errors = []
+        ms = parent_ms
+        for w, r in zip(self.workers, results):
+            if isinstance(r, BaseException):
+                errors.append(schema.SchemaError("workers", f"worker {w.pid}: {r!r}"))
+            elif not r.get("ok"):
+                errors += [schema.SchemaError(e["path"], f"worker {w.pid}: {e['message']}")
+                           for e in r.get("errors", [])]
+            else:
+                ms = max(ms, r.get("ms", 0.0))
+        if errors:
+            raise schema.SnapshotInvalid(errors)
+        return ms
+
+    def broadcast(self, msg: dict) -> None:
+        for w in self.workers:
+            asyncio.ensure_future(self._send_quiet(w, msg))
+
+    @staticmethod
+    async def _send_quiet(w: Worker, msg: dict) -> None:
+        try:
+            await send_msg(w.writer, msg)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def watch(self, w: Worker) -> None:
+        """Restart a worker that dies while the node is running."""
+        code = await w.proc.wait()
+        if self.stopping.is_set():
+            return
+        print(f"switchyard: worker {w.pid} exited with {code}; restarting", file=sys.stderr,
+              flush=True)
+        new = await self.spawn(w.index)
+        self.workers[w.index] = new
+        try:
+            await asyncio.wait_for(asyncio.shield(new.ready), 30)
+        except Exception as exc:
+            print(f"switchyard: restarted worker failed: {exc}", file=sys.stderr, flush=True)
+        asyncio.ensure_future(self.watch(new))
+
+    # ---- metrics
+    async def poll_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            for w in list(self.workers):
+                try:
+                    w.stats = (await self.request(w, {"type": "stats"}, 5.0))["stats"]
+                except Exception:
+                    w.stats = None
+            self.merge_stats()
+
+    def merge_stats(self) -> None:
+        m = self.state.metrics
+        routes: dict = {}
+        active = 0
+        health: dict[tuple[str, str], bool] = {}
+        for w in self.workers:
+            st = w.stats
+            if not st:
+                continue
+            active += st["active"]
+            for r in st["routes"]:
+                name, rid = r["name"], r["route_id"]
+                key = name if rid is None else (rid, name)
+                rs = routes.get(key)
+                if rs is None:
+                    rs = routes[key] = _new_route_stats(name, rid)
+                if hasattr(rs, "bytes_in"):
+                    rs.bytes_in += r["bytes_in"]
+                    rs.bytes_out += r["bytes_out"]
+                for cls, ps, n in r["requests"]:
+                    rs.requests[(cls, ps)] = rs.requests.get((cls, ps), 0) + n
+                for hist, (counts, total) in ((rs.duration, r["duration"]),
+                                              (rs.upstream, r["upstream"])):
+                    hist.counts = [a + b for a, b in zip(hist.counts, counts)]
+                    hist.sum += total
+            for pool, target, ok in st["health"]:
+                health[(pool, target)] = health.get((pool, target), True) and bool(ok)
+        if routes:  # cumulative per worker: the sums replace the previous sums
+            m.routes.clear()
+            m.routes.update(routes)
+        m.active_connections = active
+        rows = [(p, t, ok) for (p, t), ok in health.items()]
+        m.target_health = lambda: rows
+
+    def ejections(self) -> list[dict]:
+        """Targets ejected by any worker (the longest remaining ejection per target)."""
+        best: dict = {}
+        for w in self.workers:
+            for e in (w.stats or {}).get("ejections", []):
+                old = best.get(e["target"])
+                if old is None or e["remaining_seconds"] > old["remaining_seconds"]:
+                    best[e["target"]] = {**e, "worker": w.pid}
+        return list(best.values())
+
+    def current(self) -> list[dict]:  # the outlier detector's reporting API (outlier.py)
+        return self.ejections()
+
+    # ---- lifecycle
+    def load_initial(self) -> None:
+        from dataplane import cache
+        from dataplane.node import load_snapshot_file
+        opts = self.opts
+        try:
+            if opts.snapshot:
+                loaded = load_snapshot_file(opts.snapshot)
+            else:
+                loaded = cache.load(opts.cache_dir)
+            if loaded is not None:
+                version, digest, snap = loaded
+                self.state.apply(version, digest, snap)
+                self.current = {"type": "apply", "version": version, "hash": digest,
+                                "snapshot": snap}
+        except (OSError, ValueError, schema.SnapshotInvalid) as exc:
+            print(f"switchyard: initial snapshot rejected: {exc}", file=sys.stderr)
+
+    async def reload_snapshot(self) -> None:
+        from dataplane.node import load_snapshot_file
+        try:
+            version, digest, snap = load_snapshot_file(self.opts.snapshot)
+            ms = await self.fanout.apply(version, digest, snap)
+            print(f"switchyard: applied {self.opts.snapshot} version {version} on "
+                  f"{len(self.workers)} workers in {ms:.1f} ms", file=sys.stderr, flush=True)
+        except (OSError, ValueError, schema.SnapshotInvalid) as exc:
+            print(f"switchyard: snapshot {self.opts.snapshot} rejected: {exc}", file=sys.stderr,
+                  flush=True)
+
+    async def run(self) -> int:
+        from dataplane import admin
+        from dataplane.node import split_addr
+        loop = asyncio.get_running_loop()
+        opts = self.opts
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.http = self.reserve(opts.http)
+        self.https = self.reserve(opts.https) if opts.https and opts.https != "off" else "off"
+        self.load_initial()
+        self.workers = [await self.spawn(i) for i in range(opts.workers)]
+        try:
+            infos = await asyncio.wait_for(asyncio.gather(*(w.ready for w in self.workers)), 60)
+        except Exception as exc:
+            print(f"switchyard: workers failed to start: {exc}", file=sys.stderr, flush=True)
+            await self.stop()
+            return 1
+        watchers = [asyncio.ensure_future(self.watch(w)) for w in self.workers]
+        ahost, aport = split_addr(opts.admin)
+        self.admin_runner, aport = await admin.start(self.state, ahost, aport)
+        pids = ",".join(str(i["pid"]) for i in infos)
+        https_note = f"https={self.https}" if self.https != "off" else "https off"
+        print(f"switchyard: node {opts.name} listening http={self.http} admin={ahost}:{aport}"
+              f" {https_note} workers={opts.workers} pids={pids}", file=sys.stderr, flush=True)
+        if not opts.snapshot and opts.control_plane:
+            from dataplane.sync import SyncClient
+            self.sync = SyncClient(url=opts.control_plane, token=opts.token, state=self.fanout,
+                                   cache_dir=opts.cache_dir, node_name=opts.name,
+                                   workers=opts.workers)
+            self._sync_task = asyncio.ensure_future(self.sync.run())
+        if opts.snapshot:
+            loop.add_signal_handler(signal.SIGHUP,
+                                    lambda: asyncio.ensure_future(self.reload_snapshot()))
+        stats = asyncio.ensure_future(self.poll_stats())
+        await self.stopping.wait()
+        stats.cancel()
+        for t in watchers:
+            t.cancel()
+        await self.stop()
+        return 0
+
+    async def stop(self) -> None:
+        """SIGTERM every worker (each stops accepting and drains), wait, then clean up."""
+        from dataplane.node import DRAIN_SECONDS
+        self.stopping.set()
+        if self.sync is not None:
+            await self.sync.close()
+            self._sync_task.cancel()
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                w.proc.send_signal(signal.SIGTERM)
+        procs = [w.proc.wait() for w in self.workers if w.proc is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*procs), DRAIN_SECONDS + 10)
+        except asyncio.TimeoutError:
+            for w in self.workers:
+                if w.proc is not None and w.proc.returncode is None:
+                    w.proc.kill()
+        for w in self.workers:
+            if w.writer is not None:
+                w.writer.close()
+        if self.admin_runner is not None:
+            await self.admin_runner.cleanup()
+        for s in self.reserved:
+            s.close()
