@@ -464,7 +464,7 @@ def run_wrk(lab: Lab, port: int, load: Load, duration: int, script: Path | None 
     return r
 
 
-def run_openloop(lab: Lab, port: int, load: Load, duration: int, warmup: float) -> dict:
+def run_openloop(lab: Lab, port: int, load: Load, duration: float, warmup: float) -> dict:
     argv = pin(lab.load_cpus) + [PY, "-m", "bench.clients", "openloop", "--port", str(port), "--host", HOST,
                                  "--path", load.path, "--rate", str(load.rate), "--connections",
                                  str(load.conns), "--duration", str(duration), "--warmup", str(warmup)]
@@ -485,7 +485,8 @@ def measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool = 
     if load.kind == "wrk":
         r = run_wrk(lab, t.port, load, duration)
     else:
-        r = run_openloop(lab, t.port, load, duration, 0.0 if warmup_only else 1.0)
+        secs = 0.5 if lab.s.quick else duration
+        r = run_openloop(lab, t.port, load, secs, 0.0 if warmup_only or lab.s.quick else 1.0)
     c1 = cpu_seconds(t.pids())
     r["cpu_s"] = c1 - c0
     r["cpu_us_per_req"] = (c1 - c0) / r["requests"] * 1e6 if r["requests"] and t.kind != "direct" else None
@@ -802,7 +803,8 @@ def section_sync(lab: Lab, s: Settings, report: dict) -> None:
 
 
 def idle_memory(lab: Lab, t: Target, count: int) -> dict:
-    time.sleep(0.5)
+    settle = 0.2 if lab.s.quick else 1.0
+    time.sleep(settle)
     before = rss_kib(t.pids())
     argv = pin(lab.load_cpus) + [PY, "-m", "bench.clients", "idle", "--port", str(t.port), "--count",
                                  str(count), "--hold", "120"]
@@ -819,7 +821,7 @@ def idle_memory(lab: Lab, t: Target, count: int) -> dict:
             raise RuntimeError(f"idle client failed: {line} {client.stderr.read()[-2000:]}")
         opened = int(line.split()[1])
         failed = int(line.split()[3])
-        time.sleep(1.0)
+        time.sleep(settle)
         after = rss_kib(t.pids())
     finally:
         try:

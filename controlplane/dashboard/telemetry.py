@@ -93,7 +93,8 @@ def overview(principal):
     except Exception:  # traffic panels must never break the overview
         log.exception("dashboard: reading traffic failed")
         return None
-    return {**_figures(now), "window": now.get("minutes"), "charts": [c for c in charts if c]}
+    return {**_figures(now), "window": now.get("minutes"), "charts": [c for c in charts if c],
+            "has_traffic": any(p.get("requests") for p in points)}
 
 
 def _p95_per_route(q, summaries: dict, points) -> dict | None:
@@ -136,8 +137,11 @@ def route_charts(principal, route):
     except Exception:
         log.exception("dashboard: reading traffic of route %s failed", route.pk)
         return None
-    return {"summary": summary, "errors_by_type": summary.get("errors_by_type") or [],
-            "charts": _series_charts(points, f"route{route.pk}-")}
+    errors = [{"type": e["type"], "count": e["count"], "status": e.get("status"),
+               "pct": round(100 * (e.get("share") or 0), 2)} for e in summary.get("errors_by_type") or []]
+    return {"summary": summary, "proxy_errors": errors, "window": WINDOW_MINUTES,
+            "charts": _series_charts(points, f"route{route.pk}-"),
+            "has_traffic": any(p.get("requests") for p in points)}
 
 
 def live_counters(principal):

@@ -604,9 +604,8 @@ def channel_delete(request, pk):
     _require_edit(p, channel.tenant_id)
     with transaction.atomic():
         before = services.serialize(channel)
-        tenant = channel.tenant
+        record(Actor.from_request(request), "delete", channel, before, None, tenant=channel.tenant)
         channel.delete()
-        record(Actor.from_request(request), "delete", None, before, None, tenant=tenant)
     messages.success(request, f"Alert channel {before['name']} deleted.")
     return redirect("dashboard:alerts")
 

@@ -26,7 +26,8 @@
         }) },
         options: {
           parsing: false,
-          scales: { x: Object.assign({ min: data.start, max: data.end }, timeAxis),
+          scales: { x: { type: "linear", min: data.start, max: data.end,
+                         ticks: { stepSize: 3 * 3600 * 1000, callback: function (v) { return hhmm(v); } } },
                     y: { min: -0.1, max: 1.1, ticks: { stepSize: 1, callback: function (v) { return v === 1 ? "up" : v === 0 ? "down" : ""; } } } },
           plugins: { tooltip: { callbacks: {
             title: function (items) { return items.length ? new Date(items[0].raw.x).toLocaleString() : ""; },
@@ -42,7 +43,9 @@
                              backgroundColor: data.rows.map(function (r) { return r.days < 7 ? "#c22f2f" : r.days < 30 ? "#e59a1a" : "#2f9e5f"; }) }] },
         options: { indexAxis: "y", plugins: { legend: { display: false },
                    tooltip: { callbacks: { label: function (item) { var r = data.rows[item.dataIndex]; return item.raw + " days (" + r.not_after.slice(0, 10) + ")"; } } } },
-                   scales: { x: { title: { display: true, text: "days left" } } } }
+                   scales: { x: { min: Math.min(0, Math.min.apply(null, data.rows.map(function (r) { return r.days; }))),
+                                  max: Math.min(400, Math.max(30, Math.max.apply(null, data.rows.map(function (r) { return r.days; })))),
+                                  title: { display: true, text: "days left (bars cut at 400)" } } } }
       };
     },
     series: function (data) {
