@@ -1,9 +1,10 @@
 """Django ``ValidationError`` (a message dict keyed by model field) → DRF 400 keyed by API field."""
 from __future__ import annotations
 
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework.exceptions import ValidationError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .serializers import HEALTH_CHECK_FIELDS
@@ -33,8 +34,17 @@ def to_drf(exc: DjangoValidationError) -> ValidationError:
     return ValidationError(drf_errors(exc))
 
 
+class TooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "too_large"
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus Django ``ValidationError`` from the services as a 400."""
+    """DRF's handler, plus Django ``ValidationError`` from the services as a 400 and
+    an oversized body (``DATA_UPLOAD_MAX_MEMORY_SIZE``) as a JSON 413."""
     if isinstance(exc, DjangoValidationError):
         exc = to_drf(exc)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = TooLarge()
     return drf_exception_handler(exc, context)

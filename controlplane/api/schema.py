@@ -38,6 +38,9 @@ class SwitchyardAutoSchema(AutoSchema):
                   "403": ("The role does not allow this", DETAIL)}
         if self.method not in SAFE or getattr(self.view, "action", None) in ("list", "diff"):
             errors["400"] = ("Invalid input: the messages name the fields", FIELD_ERRORS)
+        if self.method in ("POST", "PUT", "PATCH"):
+            errors["415"] = ("The body must be JSON (application/json)", DETAIL)
+            errors["413"] = ("The body is larger than the server accepts", DETAIL)
         if "{" in self.path:
             errors["404"] = ("Not found (or another tenant's object)", DETAIL)
         for code, (description, schema) in errors.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
+from django.db import models
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
@@ -21,6 +22,56 @@ from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
 from .permissions import principal_for
 
 MAX_ID = 2 ** 63 - 1
+
+
+# ------------------------------------------------------------------ strict JSON types
+# DRF coerces ("5" → 5, 0 → "0", "yes" → True); the API takes JSON types as the
+# schema states them, so a wrong type is a 400 naming the field.
+
+def _is_text(data) -> bool:
+    """A str that is valid Unicode (JSON may smuggle lone surrogates in)."""
+    if not isinstance(data, str):
+        return False
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data):
+        if not _is_text(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField):
+    def to_internal_value(self, data):
+        if not _is_text(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 class TenantField(serializers.SlugRelatedField):
@@ -46,6 +97,15 @@ class ServiceModelSerializer(serializers.ModelSerializer):
     """A ModelSerializer whose writes go to services (the views call them): no
     unique validators here, the validation layer owns those rules."""
 
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField, models.TextField: StrictCharField, models.SlugField: StrictSlugField,
+        models.IntegerField: StrictIntegerField, models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField, models.PositiveBigIntegerField: StrictIntegerField,
+        models.SmallIntegerField: StrictIntegerField, models.FloatField: StrictFloatField,
+        models.BooleanField: StrictBooleanField,
+    }
+
     def get_validators(self):
         return []
 
@@ -64,18 +124,18 @@ class ServiceModelSerializer(serializers.ModelSerializer):
 # ------------------------------------------------------------------ tenants and delegations
 
 class QuotasSerializer(serializers.Serializer):
-    routes = serializers.IntegerField(source="max_routes", min_value=0, max_value=2 ** 31 - 1, required=False)
-    pools = serializers.IntegerField(source="max_pools", min_value=0, max_value=2 ** 31 - 1, required=False)
-    targets = serializers.IntegerField(source="max_targets", min_value=0, max_value=2 ** 31 - 1, required=False)
-    certificates = serializers.IntegerField(source="max_certificates", min_value=0, max_value=2 ** 31 - 1,
+    routes = StrictIntegerField(source="max_routes", min_value=0, max_value=2 ** 31 - 1, required=False)
+    pools = StrictIntegerField(source="max_pools", min_value=0, max_value=2 ** 31 - 1, required=False)
+    targets = StrictIntegerField(source="max_targets", min_value=0, max_value=2 ** 31 - 1, required=False)
+    certificates = StrictIntegerField(source="max_certificates", min_value=0, max_value=2 ** 31 - 1,
                                             required=False)
 
 
 class TenantSerializer(ServiceModelSerializer):
-    slug = serializers.SlugField(max_length=63, help_text="Set on creation; the tenant's address in the API.")
+    slug = StrictSlugField(max_length=63, help_text="Set on creation; the tenant's address in the API.")
     quotas = QuotasSerializer(source="*", required=False, help_text="Maximum routes, pools, targets, certificates.")
     allowed_networks = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False,
+        child=StrictCharField(max_length=64), required=False,
         help_text="Networks (CIDR) this tenant's targets may use although the upstream policy forbids them.")
     delegations = serializers.SlugRelatedField(many=True, read_only=True, slug_field="suffix")
 
@@ -87,7 +147,7 @@ class TenantSerializer(ServiceModelSerializer):
 
 class DelegationSerializer(ServiceModelSerializer):
     tenant = TenantField(queryset=Tenant.objects.all())
-    suffix = serializers.CharField(max_length=253, help_text="Covers itself and every name below it.")
+    suffix = StrictCharField(max_length=253, help_text="Covers itself and every name below it.")
 
     class Meta:
         model = Delegation
@@ -97,7 +157,7 @@ class DelegationSerializer(ServiceModelSerializer):
 
 class MembershipSerializer(ServiceModelSerializer):
     tenant = TenantField(queryset=Tenant.objects.all())
-    user = serializers.CharField(source="user.username", max_length=150, help_text="Username.")
+    user = StrictCharField(source="user.username", max_length=150, help_text="Username.")
 
     class Meta:
         model = Membership
@@ -108,15 +168,15 @@ class MembershipSerializer(ServiceModelSerializer):
 # ------------------------------------------------------------------ pools
 
 class TargetSerializer(serializers.Serializer):
-    id = serializers.IntegerField(read_only=True)
-    host = serializers.CharField(max_length=253)
-    port = serializers.IntegerField(min_value=1, max_value=65535)
-    weight = serializers.IntegerField(min_value=0, max_value=1000, required=False, default=1)
-    enabled = serializers.BooleanField(required=False, help_text="true: state enabled; false: state disabled.")
+    id = StrictIntegerField(read_only=True)
+    host = StrictCharField(max_length=253)
+    port = StrictIntegerField(min_value=1, max_value=65535)
+    weight = StrictIntegerField(min_value=0, max_value=1000, required=False, default=1)
+    enabled = StrictBooleanField(required=False, help_text="true: state enabled; false: state disabled.")
     state = serializers.ChoiceField(choices=Target.STATES, required=False,
                                     help_text="enabled, disabled or draining; wins over `enabled` when both are given.")
-    healthy = serializers.BooleanField(read_only=True, help_text="As last decided by the active checks.")
-    health_reason = serializers.CharField(read_only=True)
+    healthy = StrictBooleanField(read_only=True, help_text="As last decided by the active checks.")
+    health_reason = StrictCharField(read_only=True)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
@@ -135,18 +195,18 @@ HEALTH_CHECK_FIELDS = {
 
 
 class HealthCheckSerializer(serializers.Serializer):
-    enabled = serializers.BooleanField(source="health_check_enabled", required=False)
+    enabled = StrictBooleanField(source="health_check_enabled", required=False)
     type = serializers.ChoiceField(source="health_check_type", choices=Pool.CHECK_TYPES, required=False)
-    path = serializers.CharField(source="health_check_path", max_length=2048, required=False)
-    method = serializers.CharField(source="health_check_method", max_length=10, required=False)
-    expected_statuses = serializers.CharField(source="health_check_expected_statuses", max_length=200,
+    path = StrictCharField(source="health_check_path", max_length=2048, required=False)
+    method = StrictCharField(source="health_check_method", max_length=10, required=False)
+    expected_statuses = StrictCharField(source="health_check_expected_statuses", max_length=200,
                                               required=False, help_text='e.g. "200-399" or "200,204"')
-    host = serializers.CharField(source="health_check_host", max_length=253, required=False, allow_blank=True,
+    host = StrictCharField(source="health_check_host", max_length=253, required=False, allow_blank=True,
                                  help_text="Host header of the probe.")
-    interval = serializers.FloatField(source="health_check_interval", required=False)
-    timeout = serializers.FloatField(source="health_check_timeout", required=False)
-    healthy_threshold = serializers.IntegerField(min_value=0, max_value=32767, required=False)
-    unhealthy_threshold = serializers.IntegerField(min_value=0, max_value=32767, required=False)
+    interval = StrictFloatField(source="health_check_interval", required=False)
+    timeout = StrictFloatField(source="health_check_timeout", required=False)
+    healthy_threshold = StrictIntegerField(min_value=0, max_value=32767, required=False)
+    unhealthy_threshold = StrictIntegerField(min_value=0, max_value=32767, required=False)
 
 
 class PoolSerializer(ServiceModelSerializer):
@@ -154,9 +214,9 @@ class PoolSerializer(ServiceModelSerializer):
     targets = TargetSerializer(many=True, required=False,
                                help_text="The full list: on update it replaces the stored targets.")
     health_check = HealthCheckSerializer(source="*", required=False, help_text="Active health check.")
-    connect_timeout = serializers.FloatField(required=False)
-    read_timeout = serializers.FloatField(required=False)
-    passive_ejection_seconds = serializers.FloatField(required=False)
+    connect_timeout = StrictFloatField(required=False)
+    read_timeout = StrictFloatField(required=False)
+    passive_ejection_seconds = StrictFloatField(required=False)
 
     class Meta:
         model = Pool
@@ -169,33 +229,33 @@ class PoolSerializer(ServiceModelSerializer):
 # ------------------------------------------------------------------ routes
 
 class HeaderSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    value = serializers.CharField(max_length=4096, allow_blank=True)
+    name = StrictCharField(max_length=200)
+    value = StrictCharField(max_length=4096, allow_blank=True)
 
 
 class HeaderRulesSerializer(serializers.Serializer):
     set = HeaderSerializer(many=True, required=False, help_text="Replace the header with this value.")
     add = HeaderSerializer(many=True, required=False, help_text="Add the header (keeping existing ones).")
-    remove = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
+    remove = serializers.ListField(child=StrictCharField(max_length=200), required=False,
                                    help_text="Header names to remove.")
 
 
 class RouteSerializer(ServiceModelSerializer):
     tenant = tenant_field()
-    hosts = serializers.ListField(child=serializers.CharField(max_length=253), min_length=1,
+    hosts = serializers.ListField(child=StrictCharField(max_length=253), min_length=1,
                                   help_text='Exact names and "*." wildcards.')
-    methods = serializers.ListField(child=serializers.CharField(max_length=20), required=False,
+    methods = serializers.ListField(child=StrictCharField(max_length=20), required=False,
                                     help_text="Empty: every method.")
     headers = HeaderSerializer(many=True, required=False, help_text="Header matches: all must match.")
-    pool = serializers.IntegerField(source="pool_id", min_value=1, max_value=MAX_ID, help_text="Pool id.")
-    certificate = serializers.IntegerField(source="certificate_id", min_value=1, max_value=MAX_ID,
+    pool = StrictIntegerField(source="pool_id", min_value=1, max_value=MAX_ID, help_text="Pool id.")
+    certificate = StrictIntegerField(source="certificate_id", min_value=1, max_value=MAX_ID,
                                            required=False, allow_null=True,
                                            help_text="Certificate id; null: chosen by hostname.")
     request_headers = HeaderRulesSerializer(required=False, help_text="Rules applied to the request sent upstream.")
     response_headers = HeaderRulesSerializer(required=False, help_text="Rules applied to the response.")
-    priority = serializers.IntegerField(min_value=-(2 ** 31), max_value=2 ** 31 - 1, required=False)
-    max_body_size = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
-    hsts_max_age = serializers.IntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
+    priority = StrictIntegerField(min_value=-(2 ** 31), max_value=2 ** 31 - 1, required=False)
+    max_body_size = StrictIntegerField(min_value=0, max_value=MAX_ID, required=False)
+    hsts_max_age = StrictIntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
 
     class Meta:
         model = Route
@@ -210,15 +270,15 @@ class RouteSerializer(ServiceModelSerializer):
 
 class CertificateSerializer(ServiceModelSerializer):
     tenant = tenant_field()
-    certificate_pem = serializers.CharField(max_length=1_000_000, help_text="PEM: the leaf, then the chain.")
-    private_key_pem = serializers.CharField(
-        write_only=True, required=False, max_length=100_000, style={"input_type": "password"},
+    certificate_pem = StrictCharField(max_length=100_000, help_text="PEM: the leaf, then the chain.")
+    private_key_pem = StrictCharField(
+        write_only=True, required=False, max_length=20_000, style={"input_type": "password"},
         help_text="PEM private key. Write-only: never returned. Required on upload; on update, "
                   "omit it to keep the stored key (which must match the new certificate).")
-    ca_bundle_pem = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=1_000_000,
+    ca_bundle_pem = StrictCharField(write_only=True, required=False, allow_blank=True, max_length=200_000,
                                           help_text="Extra trusted roots for the chain check (not stored).")
-    sans = serializers.ListField(child=serializers.CharField(), read_only=True)
-    warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
+    sans = serializers.ListField(child=StrictCharField(), read_only=True)
+    warnings = serializers.ListField(child=StrictCharField(), read_only=True)
 
     class Meta:
         model = Certificate
@@ -243,7 +303,7 @@ class NodeSerializer(ServiceModelSerializer):
 
 
 class NodeCreatedSerializer(NodeSerializer):
-    token = serializers.CharField(read_only=True, help_text="The node's token: shown only in this response.")
+    token = StrictCharField(read_only=True, help_text="The node's token: shown only in this response.")
 
     class Meta(NodeSerializer.Meta):
         fields = NodeSerializer.Meta.fields + ["token"]
@@ -265,15 +325,15 @@ class VersionDetailSerializer(VersionSerializer):
 
 
 class FieldChangeSerializer(serializers.Serializer):
-    field = serializers.CharField()
+    field = StrictCharField()
     before = serializers.JSONField(allow_null=True)
     after = serializers.JSONField(allow_null=True)
 
 
 class ChangeSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["route", "pool", "certificate"])
-    id = serializers.IntegerField()
-    name = serializers.CharField()
+    id = StrictIntegerField()
+    name = StrictCharField()
     action = serializers.ChoiceField(choices=["added", "removed", "changed"])
     fields = FieldChangeSerializer(many=True)
 
@@ -283,20 +343,20 @@ class DiffSerializer(serializers.Serializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.IntegerField(help_text="The older version number.")
-        fields["to"] = serializers.IntegerField(help_text="The newer version number.")
+        fields["from"] = StrictIntegerField(help_text="The older version number.")
+        fields["to"] = StrictIntegerField(help_text="The newer version number.")
         return fields
 
 
 class RollbackResultSerializer(serializers.Serializer):
-    rolled_back_to = serializers.IntegerField(help_text="The version whose content is live again.")
+    rolled_back_to = StrictIntegerField(help_text="The version whose content is live again.")
     version = VersionSerializer(allow_null=True, help_text="The new version; null when nothing changed.")
 
 
 # ------------------------------------------------------------------ audit and alerts
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     before = serializers.JSONField(read_only=True)
     after = serializers.JSONField(read_only=True)
 
@@ -309,10 +369,10 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
 class AlertChannelSerializer(ServiceModelSerializer):
     tenant = tenant_field()
-    emails = serializers.ListField(child=serializers.CharField(max_length=254), required=False,
+    emails = serializers.ListField(child=StrictCharField(max_length=254), required=False,
                                    help_text="For kind email: the recipients.")
-    url = serializers.CharField(max_length=200, required=False, allow_blank=True, help_text="For kind webhook.")
-    secret = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500,
+    url = StrictCharField(max_length=200, required=False, allow_blank=True, help_text="For kind webhook.")
+    secret = StrictCharField(write_only=True, required=False, allow_blank=True, max_length=500,
                                    style={"input_type": "password"},
                                    help_text="Webhook signing secret. Write-only: omit to keep the stored one, "
                                              "\"\" to clear it.")
@@ -329,7 +389,7 @@ class AlertChannelSerializer(ServiceModelSerializer):
 
 
 class DeliverySerializer(serializers.ModelSerializer):
-    channel_name = serializers.CharField(source="channel.name", read_only=True)
+    channel_name = StrictCharField(source="channel.name", read_only=True)
 
     class Meta:
         model = Delivery
@@ -338,7 +398,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 
 class AlertSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     deliveries = DeliverySerializer(many=True, read_only=True)
     data = serializers.JSONField(read_only=True)
 
@@ -352,10 +412,10 @@ class AlertSerializer(serializers.ModelSerializer):
 
 class ApiTokenSerializer(ServiceModelSerializer):
     tenant = tenant_field(help_text="Tenant slug for a per-tenant token; null for a token that acts as you.")
-    user = serializers.CharField(source="user.username", read_only=True)
+    user = StrictCharField(source="user.username", read_only=True)
     role = serializers.ChoiceField(choices=Membership.ROLES, required=False, allow_blank=True,
                                    help_text="Role of a per-tenant token (default viewer).")
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    name = StrictCharField(max_length=100, required=False, allow_blank=True)
     revoked = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
@@ -365,7 +425,7 @@ class ApiTokenSerializer(ServiceModelSerializer):
 
 
 class ApiTokenCreatedSerializer(ApiTokenSerializer):
-    token = serializers.CharField(read_only=True, help_text="The token: shown only in this response.")
+    token = StrictCharField(read_only=True, help_text="The token: shown only in this response.")
 
     class Meta(ApiTokenSerializer.Meta):
         fields = ApiTokenSerializer.Meta.fields + ["token"]

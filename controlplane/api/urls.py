@@ -1,6 +1,7 @@
 """/api/v1/: the resources, the OpenAPI schema (/api/v1/schema/) and its docs
 (/api/v1/docs/ Swagger UI, /api/v1/docs/redoc/), served without any CDN."""
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -25,5 +26,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("diagnostics/", include("controlplane.diagnostics.urls")),  # SPEC 9
     path("", include(router.urls)),
+    re_path(r"", lambda request, *args, **kwargs: JsonResponse({"detail": "Not found."}, status=404)),
 ]

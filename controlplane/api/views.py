@@ -18,6 +18,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from controlplane.alerts import services as alert_services
@@ -37,6 +38,7 @@ from . import errors, serializers as s
 from .authentication import BearerTokenAuthentication, DashboardSessionAuthentication
 from .permissions import (EDIT, MANAGE, STAFF, VIEW, IsAuthenticatedMember, principal_for, require,
                           scope_queryset, tenant_ids_at)
+from .pagination import StrictLimitOffsetPagination
 from .schema import SwitchyardAutoSchema
 
 CHANGE_NOTE_HEADER = "X-Change-Note"
@@ -56,6 +58,9 @@ class ApiViewSet(viewsets.GenericViewSet):
     authentication_classes = [BearerTokenAuthentication, DashboardSessionAuthentication]
     permission_classes = [IsAuthenticatedMember]
     schema = SwitchyardAutoSchema()
+    pagination_class = StrictLimitOffsetPagination
+    parser_classes = [JSONParser]
+    lookup_value_regex = r"[^/]+"   # anything up to "/", so a malformed id is a JSON 404
     tenant_field: str | None = "tenant"   # lookup of the owning tenant; None: platform objects
     read_level = VIEW
     write_level = EDIT
@@ -188,7 +193,6 @@ class TenantViewSet(Create, Update, Destroy, ServiceViewSet):
     queryset = Tenant.objects.prefetch_related("delegations")
     serializer_class = s.TenantSerializer
     lookup_field = "slug"
-    lookup_value_regex = r"[-a-zA-Z0-9_]+"
     tenant_field = "id"
     write_level = MANAGE
     filters = {"tenant": "slug"}
@@ -249,8 +253,8 @@ class MembershipViewSet(Create, Update, Destroy, ServiceViewSet):
 
     def create_object(self, data):
         tenant = self.tenant_for_create(data)
-        return tenancy_services.add_member(self.actor, tenant, data["user"]["username"], data["role"],
-                                           note=self.note)
+        return tenancy_services.add_member(self.actor, tenant, data["user"]["username"],
+                                           data.get("role", Membership.VIEWER), note=self.note)
 
     def update_object(self, member, data):
         if "user" in data and data["user"]["username"] != member.user.get_username():
@@ -393,7 +397,6 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
     queryset = ConfigVersion.objects.all()
     serializer_class = s.VersionSerializer
     lookup_field = "number"
-    lookup_value_regex = r"[0-9]+"
     tenant_field = None
     write_level = STAFF
 
