@@ -25,7 +25,7 @@ bootstrap: deps
 	$(PY) manage.py bootstrap
 
 test: test-deps
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Benchmarks side by side with nginx and HAProxy (bench/README.md); e.g. BENCH_ARGS=--quick
 BENCH_ARGS ?=

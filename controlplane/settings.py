@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "controlplane.api",
     "controlplane.dashboard",
     "controlplane.telemetry",
+    "controlplane.diagnostics",
 ]
 
 MIDDLEWARE = [
@@ -115,7 +116,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, exactly channels_redis's
+            # 5 s BZPOPMIN: an idle consumer then dies of "Timeout reading" now and then.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
     CELERY_BROKER_URL = REDIS_URL

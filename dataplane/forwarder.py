@@ -25,6 +25,7 @@ from dataplane.router import normalize_host
 from dataplane.tls import connection_info
 from dataplane.upstream import UpstreamConnection, UpstreamError
 from dataplane.websocket import Tunnel
+from dataplane.diagnostics import HUB as _diag  # tail/capture: one flag check each
 
 monotonic = time.monotonic
 
@@ -37,6 +38,12 @@ HEADER_TIMEOUT = 10.0
 BODY_IDLE_TIMEOUT = 30.0
 KEEPALIVE_TIMEOUT = 60.0
 PENDING_LIMIT = 64 * 1024   # request bytes held while the upstream connects
+# Lingering close (as nginx's lingering_close): when the proxy closes a connection whose
+# client may still be sending (a 413/502 before the request body ended, a pipelined tail),
+# it half-closes and discards what arrives, so the kernel does not answer the unread bytes
+# with a reset that destroys the response in the client's receive buffer.
+LINGER_IDLE = 5.0    # seconds without bytes from the client
+LINGER_TOTAL = 30.0  # seconds at most
 
 VIA = b"1.1 switchyard"
 VIA_NAME = b"switchyard"
@@ -71,6 +78,18 @@ WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
 WS_MAX_MESSAGE = 4 * 1024 * 1024
 WS_IDLE_TIMEOUT = 300.0
 REDIRECT_HOST = re.compile(rb"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+
+
+def _diag_parse(head: bytes) -> tuple:
+    from dataplane.diagnostics import parse_head
+    return parse_head(head)
+
+
+def _diag_head(data: bytes) -> dict:
+    line, headers = _diag_parse(data)
+    parts = line.split(" ", 2)
+    return {"status": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None,
+            "line": line, "headers": headers}
 
 
 class Reject(Exception):
@@ -184,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "parser", "cur", "active", "queue", "client_ip",
                  "client_b", "trusted", "ident", "paused", "write_paused", "in_head",
                  "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed",
-                 "cert", "tls_log", "host_ok")
+                 "cert", "tls_log", "host_ok", "lingering")
 
     def __init__(self, server: ProxyServer):
         self.server = server
@@ -202,6 +221,7 @@ class ClientConnection(asyncio.Protocol):
         self.cert = None        # HTTPS: the tls.CertEntry the handshake's SNI selected
         self.tls_log = NO_TLS   # access-log fragment: tls version and SNI
         self.host_ok = None     # HTTPS: last Host that passed the tenant check
+        self.lingering = 0.0    # when a lingering close started (0: not lingering)
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -231,6 +251,8 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = monotonic()
+        if self.lingering:  # closing: what the client still sends is discarded
+            return
         if self.in_head:
             self.head_bytes += len(data)
         try:
@@ -342,7 +364,7 @@ class ClientConnection(asyncio.Protocol):
         self.requests += 1
         self.idle_since = monotonic()
         if not ex.keep_alive or self.server.draining and not self.queue:
-            self.close()
+            self.close(linger=not ex.req_complete or bool(self.queue))
             return
         if self.queue:
             self.start_next()
@@ -372,14 +394,32 @@ class ClientConnection(asyncio.Protocol):
             target.fail(code, force_close=True)
         else:
             self.transport.write(errors.render(code, new_request_id(), close=True))
-        self.close()
+        self.close(linger=True)
 
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
+    def close(self, linger: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if linger and transport.can_write_eof():  # TLS cannot half-close: closes at once
+            try:
+                transport.write_eof()  # FIN after the response is flushed
+            except (OSError, RuntimeError):
+                transport.close()
+                return
+            self.lingering = monotonic()
+            self.queue = []
+            if self.paused:
+                self.paused = 0
+                transport.resume_reading()
+            return
+        transport.close()
 
     def check_deadlines(self, now: float) -> None:
+        if self.lingering:
+            if now - self.last_rx > LINGER_IDLE or now - self.lingering > LINGER_TOTAL:
+                self.transport.abort()
+            return
         ex = self.active
         if ex is not None:
             if not ex.req_complete and now - self.last_rx > self.server.body_idle_timeout:
@@ -405,7 +445,7 @@ class Exchange:
         "req_complete", "resp_started", "resp_done", "mode", "status", "upstream_status",
         "interim", "bytes_out", "connect_time", "first_byte", "sent_at", "logged",
         "stale_retry", "dead", "up_paused", "host_s", "path_b", "eof_body", "out",
-        "upgrade", "upg_req", "ws", "early", "set_cookie",
+        "upgrade", "upg_req", "ws", "early", "set_cookie", "cap",
     )
 
     def __init__(self, conn: ClientConnection):
@@ -451,6 +491,7 @@ class Exchange:
         self.upg_req = False   # the parser stopped at this request: an upgrade
         self.ws = False        # a WebSocket upgrade on a route that allows it
         self.early = b""       # client bytes after the upgrade request
+        self.cap = None        # diagnostics: the capture record when capture is armed
 
     # ---- request head
     def special(self, cls: int, lname: bytes, value: bytes) -> None:
@@ -575,6 +616,8 @@ class Exchange:
         if route is None:
             return self.fail("destination_not_found")
         self.route = route
+        if _diag.capturing:
+            self.cap = _diag.capture_for(self, route)
         if route.https_redirect and not server.tls:
             return self.redirect(url)
         if self.upgrade is not None and b"websocket" in self.upgrade.lower():
@@ -693,6 +736,8 @@ class Exchange:
         host_line = (b"Host: " + self.host_raw + b"\r\n"
                      if self.route.preserve_host and self.host_raw else t.host_header)
         head = self.req_line + host_line + self.head_rest
+        if self.cap is not None:
+            self.capture_upstream(head, t)
         if self.pending:
             head += b"".join(self.pending)
             self.pending = []
@@ -722,6 +767,18 @@ class Exchange:
             self.target_failed()
             self.keep_alive = self.keep_alive and self.req_complete
             self.fail("http_response_timeout", force_close=not self.req_complete)
+
+    # ---- diagnostics: request capture (only when armed for this exchange)
+    def capture_upstream(self, head: bytes, t: Any) -> None:
+        line, headers = _diag_parse(head)
+        self.cap["attempts"] += 1
+        self.cap["upstream_request"] = {"target": t.addr, "line": line, "headers": headers}
+
+    def capture_response(self, status: int, reason: bytes, headers: list, data: bytes) -> None:
+        from dataplane.diagnostics import _headers
+        self.cap["upstream_response"] = {"status": status, "reason": reason.decode("latin-1"),
+                                         "headers": _headers(headers)}
+        self.cap["client_response"] = _diag_head(data)
 
     def detach_upstream(self, abort: bool = False) -> None:
         c = self.up
@@ -788,7 +845,7 @@ class Exchange:
             self.eof_body = True
             mode = M_CLOSE if self.http10 else M_CHUNKED
         self.mode = mode
-        if mode == M_CLOSE:
+        if mode == M_CLOSE or self.conn.server.draining:  # draining: tell the client
             self.keep_alive = False
         parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
         if named:
@@ -812,6 +869,8 @@ class Exchange:
         else:
             parts.append(b"\r\n")
         data = b"".join(parts)
+        if self.cap is not None:
+            self.capture_response(self.status, reason, headers, data)
         self.resp_started = True
         self.bytes_out += len(data)
         self.out = [data]
@@ -845,6 +904,8 @@ class Exchange:
                      + (via + b", " + VIA if via else VIA) + b"\r\nX-Request-ID: "
                      + self.rid + b"\r\n\r\n")
         data = b"".join(parts)
+        if self.cap is not None:
+            self.capture_response(self.status, reason, headers, data)
         self.resp_started = True
         self.bytes_out += len(data)
         self.out = [data]
@@ -955,16 +1016,22 @@ class Exchange:
         if self.up is not None:
             self.detach_upstream(abort=True)
         conn = self.conn
-        close = force_close or not self.keep_alive or (self.body_expected and not self.req_complete)
+        close = (force_close or not self.keep_alive or conn.server.draining
+                 or (self.body_expected and not self.req_complete))
         if close:
             self.keep_alive = False
         rid = self.rid or new_request_id()
         data = errors.render(code, rid, close=close, http10=self.http10,
                              head=self.method == b"HEAD")
+        if self.cap is not None:
+            self.cap["client_response"] = _diag_head(data)
         if not conn.closed:
             conn.transport.write(data)
         self.bytes_out += len(data)
         self.resp_started = self.resp_done = True
+        if self.pending_size:  # the body held while connecting is dropped: read on
+            self.pending_size = 0
+            conn.unpause(P_BUFFER)
         self.pending = []
         self.finish(errors.status_of(code), code)
         if self.req_complete or close:
@@ -991,6 +1058,9 @@ class Exchange:
         self.bytes_out += len(data)
         self.status = 308
         self.resp_started = self.resp_done = True
+        if self.pending_size:
+            self.pending_size = 0
+            conn.unpause(P_BUFFER)
         self.pending = []
         self.finish(308, "")
         if self.req_complete or close:
@@ -1026,6 +1096,10 @@ class Exchange:
         stats.observe(status, proxy_status, duration, self.first_byte,
                       self.head_size + self.body_in, self.bytes_out)
         t = self.target
+        if _diag.tailing:
+            _diag.tail(self, status, proxy_status, duration)
+        if self.cap is not None:
+            _diag.capture_done(self, status, proxy_status, duration)
         server.log.write(
             route.log_prefix if route is not None else server.no_route_prefix,
             self.method.decode("latin-1"), self.host_s, self.path_b.decode("latin-1"),

@@ -36,6 +36,7 @@ class NodeOptions:
     header_timeout: float = 10.0
     keepalive_timeout: float = 60.0
     worker_fd: int = -1  # set on worker processes started by the supervisor (workers.py)
+    stats_seconds: float = schema.STATS_SECONDS
 
 
 def _env(name: str, default: str) -> str:
@@ -82,6 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
     p.add_argument("--keepalive-timeout", type=float,
                    default=float(_env("keepalive_timeout", "60")),
                    help="seconds an idle keep-alive client connection is kept")
+    p.add_argument("--stats-seconds", type=float,
+                   default=float(_env("stats_seconds", str(schema.STATS_SECONDS))),
+                   help="seconds between traffic reports to the control plane (0: none)")
     p.add_argument("--worker-fd", type=int, default=-1, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.workers < 1:
@@ -103,6 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
     opts.header_timeout = a.header_timeout
     opts.keepalive_timeout = a.keepalive_timeout
     opts.worker_fd = a.worker_fd
+    opts.stats_seconds = a.stats_seconds
     return opts
 
 
@@ -138,6 +143,8 @@ class Node:
         self.state = NodeState(node_name=opts.name,
                                default_certificate=opts.default_certificate)
         self.log = AccessLog(opts.access_log, opts.name)
+        from dataplane.diagnostics import HUB
+        HUB.node = opts.name
         self.servers: list[asyncio.AbstractServer] = []
         self.proxies: list[Any] = []
         self.admin_runner = None
@@ -220,9 +227,14 @@ class Node:
                   f"admin={ahost}:{aport} {https_note}", file=sys.stderr, flush=True)
         if not opts.snapshot and opts.control_plane:
             from dataplane.sync import SyncClient
+            from dataplane.diagnostics import NodeDiagnostics
             self.sync = SyncClient(url=opts.control_plane, token=opts.token, state=self.state,
                                    cache_dir=opts.cache_dir, node_name=opts.name,
-                                   workers=opts.workers)
+                                   workers=opts.workers, stats_seconds=opts.stats_seconds)
+            self.sync.diagnostics = NodeDiagnostics(
+                self.sync.send_diagnostic, node_name=opts.name,
+                listeners={"http": f"{host}:{port}",
+                           "https": f"{tls_addr[0]}:{tls_addr[1]}" if tls_addr else ""})
             self._sync_task = asyncio.ensure_future(self.sync.run())
         self._ticker = asyncio.ensure_future(self.tick())
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -273,6 +285,10 @@ class Node:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["probe"]:  # python -m dataplane probe URL [--timeout] [--insecure] [--json]
+        from dataplane import probe
+        return probe.main(args[1:])
     opts = parse_args(argv)
     require_c_parser()
     try:

@@ -732,3 +732,49 @@ def parse_stats(msg: Any) -> StatsReport:
         ejections.append(Ejection(_count(e.get("target_id"), f"ejections[{i}].target_id"),
                                   float(until)))
     return StatsReport(float(interval), routes, tuple(ejections))
+
+
+# ---------------------------------------------------------------- diagnostics (SPEC 9)
+#
+# control plane -> node (text frames; every command carries an "id" chosen by the
+# control plane, answers and output carry the same id):
+#   {"type": "tail.start", "id": str, "expires": epoch seconds,
+#    "filter": {"routes": [route id] (absent: all; [] none), "hosts": [str],
+#               "status": [int | "5xx"], "proxy_status": [code or RFC 9209 type],
+#               "clients": [address or CIDR]}}
+#       (sent again to renew: same id, new expires; the node drops a session at expiry)
+#   {"type": "tail.stop", "id": str}
+#   {"type": "capture.start", "id": str, "route": int, "count": 1..20, "expires": epoch,
+#    "request_id": str (optional: only the request carrying this X-Request-ID)}
+#   {"type": "capture.stop", "id": str}
+#   {"type": "probe", "id": str, "url": str, "timeout": float, "insecure": bool,
+#    "ca_pem": str, "sni": str, "host_header": str, "method": str,
+#    "policy": {"restricted": bool, "allowed_networks": [cidr]}}
+#   {"type": "tls.check", "id": str, "sni": str, "timeout": float}
+#       (a probe of the node's own HTTPS listener, verification off, chain reported)
+#   {"type": "synthetic", "id": str, "route": int, "host": str, "path": str, "method": str,
+#    "headers": [[name, value]], "timeout": float}
+#       (a request to the node's own HTTP listener with capture armed for it)
+# node -> control plane:
+#   {"type": "tail.lines", "id": str, "lines": [access-log object], "dropped": int}
+#   {"type": "capture.record", "id": str, "record": {...}}  (see dataplane/diagnostics.py)
+#   {"type": "probe.result", "id": str, "result": {...}}    (see dataplane/probe.py)
+#   {"type": "synthetic.result", "id": str, "result": {"ok", "response": probe result,
+#                                                      "capture": record | null}}
+# hello may also carry "started" (epoch seconds the node process started).
+
+MSG_TAIL_START = "tail.start"
+MSG_TAIL_STOP = "tail.stop"
+MSG_TAIL_LINES = "tail.lines"
+MSG_CAPTURE_START = "capture.start"
+MSG_CAPTURE_STOP = "capture.stop"
+MSG_CAPTURE_RECORD = "capture.record"
+MSG_PROBE = "probe"
+MSG_PROBE_RESULT = "probe.result"
+MSG_TLS_CHECK = "tls.check"
+MSG_SYNTHETIC = "synthetic"
+MSG_SYNTHETIC_RESULT = "synthetic.result"
+DIAGNOSTIC_COMMANDS = (MSG_TAIL_START, MSG_TAIL_STOP, MSG_CAPTURE_START, MSG_CAPTURE_STOP,
+                       MSG_PROBE, MSG_TLS_CHECK, MSG_SYNTHETIC)
+DIAGNOSTIC_REPLIES = (MSG_TAIL_LINES, MSG_CAPTURE_RECORD, MSG_PROBE_RESULT, MSG_SYNTHETIC_RESULT)
+MAX_CAPTURE_COUNT = 20

@@ -39,6 +39,7 @@ log = logging.getLogger("switchyard.sync")
 
 SOFTWARE_VERSION = "switchyard-dataplane/0.1.0"
 BACKOFF_MIN = 0.5
+PROCESS_STARTED = time.time()  # reported in hello: the node's uptime
 BACKOFF_MAX = 30.0
 WS_PING_SECONDS = 30.0  # WebSocket-level ping: notices a dead TCP connection
 
@@ -78,6 +79,10 @@ class SyncClient:
         self._slot_ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._apply_task: asyncio.Task | None = None
+        # Diagnostics (SPEC 9): a dataplane.diagnostics.NodeDiagnostics set by the node,
+        # fed the diagnostic commands and drained into messages while connected.
+        self.diagnostics: Any = None
+        self.started = PROCESS_STARTED
 
     # ------------------------------------------------------------ lifecycle
 
@@ -172,10 +177,12 @@ class SyncClient:
         log.info("sync: connected to %s as %s", self.url, self.node_name)
         await ws.send_json({
             "type": schema.MSG_HELLO, "version": self.state.version, "hash": self.state.hash,
-            "software": self.software, "workers": self.workers,
+            "software": self.software, "workers": self.workers, "started": round(self.started, 3),
         })
         heartbeat = asyncio.create_task(self._heartbeat_loop(ws), name="switchyard-heartbeat")
         reporter = asyncio.create_task(self._stats_loop(ws), name="switchyard-stats")
+        diag = (asyncio.create_task(self.diagnostics.run(), name="switchyard-diagnostics")
+                if self.diagnostics is not None else None)
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.BINARY:
@@ -189,7 +196,10 @@ class SyncClient:
         finally:
             heartbeat.cancel()
             reporter.cancel()
-            await asyncio.gather(heartbeat, reporter, return_exceptions=True)
+            if diag is not None:
+                diag.cancel()
+            await asyncio.gather(heartbeat, reporter, *([diag] if diag else []),
+                                 return_exceptions=True)
 
     async def _heartbeat_loop(self, ws) -> None:
         while not ws.closed:
@@ -253,8 +263,21 @@ class SyncClient:
                 log.warning("sync: ignoring a health message with bad target ids")
                 return
             self.state.set_health(health)
+        elif self.diagnostics is not None and msg.get("type") in schema.DIAGNOSTIC_COMMANDS:
+            self.diagnostics.handle(msg)
         else:
             log.debug("sync: ignoring message type %r", msg.get("type"))
+
+    async def send_diagnostic(self, message: dict) -> None:
+        """Send a diagnostics message on the current connection; dropped when there is
+        none (the control plane times out or the viewer sees nothing)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await ws.send_json(message)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.info("sync: sending %s failed: %s", message.get("type"), exc)
 
     # ------------------------------------------------------------ applying pushes
 

@@ -73,6 +73,7 @@ class WorkerLink:
         self.sock = socket.socket(fileno=fd)
         self.state = state
         self.on_parent_gone = on_parent_gone
+        self._diag_task = None
 
     async def initial(self) -> None:
         """Receive and apply the supervisor's current config before listening."""
@@ -103,6 +104,23 @@ class WorkerLink:
         elif kind == "stats":
             await send_msg(self.writer, {"type": "stats", "id": msg.get("id"),
                                          "stats": collect_stats(self.state)})
+        elif kind == "diag.cmd":  # tail / capture commands relayed by the supervisor
+            from dataplane.diagnostics import HUB
+            HUB.command(msg.get("msg") or {})
+            if self._diag_task is None:
+                self._diag_task = asyncio.ensure_future(self.diag_loop())
+
+    async def diag_loop(self) -> None:
+        """Send this worker's tail lines and capture records to the supervisor."""
+        from dataplane.diagnostics import DRAIN_SECONDS, HUB
+        while True:
+            await asyncio.sleep(DRAIN_SECONDS)
+            out = HUB.drain()
+            if out:
+                try:
+                    await send_msg(self.writer, {"type": "diag.out", "messages": out})
+                except (ConnectionError, RuntimeError):
+                    return
 
 
 # ---------------------------------------------------------------- supervisor side
@@ -151,7 +169,7 @@ class Fanout:
 
     def apply(self, version: int, digest: str, snapshot: dict):
         ms = self.sup.state.apply(version, digest, snapshot)  # raises SnapshotInvalid
-        self.sup.current = {"type": "apply", "version": version, "hash": digest,
+        self.sup.current_config = {"type": "apply", "version": version, "hash": digest,
                             "snapshot": snapshot}
         return self.sup.broadcast_apply(ms)
 
@@ -181,7 +199,7 @@ class Supervisor:
         self.state = NodeState(node_name=opts.name,
                                default_certificate=getattr(opts, "default_certificate", ""))
         self.fanout = Fanout(self)
-        self.current: dict = {"type": "none"}
+        self.current_config: dict = {"type": "none"}
         self.health: dict[str, bool] = {}
         self.workers: list[Worker] = []
         self.stopping = asyncio.Event()
@@ -213,7 +231,7 @@ class Supervisor:
         w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(child.fileno(),))
         child.close()
         w.reader, w.writer = await asyncio.open_unix_connection(sock=parent)
-        await send_msg(w.writer, {**self.current, "id": 0})
+        await send_msg(w.writer, {**self.current_config, "id": 0})
         if self.health:
             await send_msg(w.writer, {"type": "health", "targets": self.health})
         w.reader_task = asyncio.ensure_future(self.read_worker(w))
@@ -227,6 +245,10 @@ class Supervisor:
                 if kind == "ready":
                     if not w.ready.done():
                         w.ready.set_result(msg)
+                elif kind == "diag.out":
+                    diag = getattr(self.sync, "diagnostics", None)
+                    if diag is not None:
+                        diag.ingest(msg.get("messages"))
                 elif kind in ("applied", "stats"):
                     fut = w.pending.pop(msg.get("id"), None)
                     if fut is not None and not fut.done():
@@ -247,7 +269,7 @@ class Supervisor:
         return await asyncio.wait_for(fut, timeout)
 
     async def broadcast_apply(self, parent_ms: float) -> float:
-        msg = self.current
+        msg = self.current_config
         async with self.lock:
             results = await asyncio.gather(
                 *(self.request(w, msg, 60.0) for w in self.workers), return_exceptions=True)
@@ -362,7 +384,7 @@ class Supervisor:
             if loaded is not None:
                 version, digest, snap = loaded
                 self.state.apply(version, digest, snap)
-                self.current = {"type": "apply", "version": version, "hash": digest,
+                self.current_config = {"type": "apply", "version": version, "hash": digest,
                                 "snapshot": snap}
         except (OSError, ValueError, schema.SnapshotInvalid) as exc:
             print(f"switchyard: initial snapshot rejected: {exc}", file=sys.stderr)
@@ -404,9 +426,16 @@ class Supervisor:
               f" {https_note} workers={opts.workers} pids={pids}", file=sys.stderr, flush=True)
         if not opts.snapshot and opts.control_plane:
             from dataplane.sync import SyncClient
+            from dataplane.diagnostics import NodeDiagnostics
             self.sync = SyncClient(url=opts.control_plane, token=opts.token, state=self.fanout,
                                    cache_dir=opts.cache_dir, node_name=opts.name,
-                                   workers=opts.workers)
+                                   workers=opts.workers,
+                                   stats_seconds=getattr(opts, "stats_seconds",
+                                                         schema.STATS_SECONDS))
+            self.sync.diagnostics = NodeDiagnostics(
+                self.sync.send_diagnostic, node_name=opts.name,
+                listeners={"http": self.http, "https": "" if self.https == "off" else self.https},
+                relay=lambda m: self.broadcast({"type": "diag.cmd", "msg": m}))
             self._sync_task = asyncio.ensure_future(self.sync.run())
         if opts.snapshot:
             loop.add_signal_handler(signal.SIGHUP,

@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from controlplane.diagnostics.relay import DiagnosticsMixin
 from controlplane.health.status import health_generation, health_message, health_snapshot
 from controlplane.publishing import notify
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
@@ -56,7 +57,9 @@ class PushPlan:
     snapshot: dict  # materialized: private keys included
 
 
-class DataPlaneConsumer(AsyncWebsocketConsumer):
+class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
+    """The sync protocol below; diagnostics (SPEC 9: tail, capture, probe) come from
+    ``controlplane.diagnostics.relay.DiagnosticsMixin``."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -93,6 +96,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
         if getattr(self, "in_group", False):
             await self.channel_layer.group_discard(notify.DATAPLANE_GROUP, self.channel_name)
             self.in_group = False
+        await self.diag_leave()
         if getattr(self, "greeted", False):
             await database_sync_to_async(mark_disconnected)(self.node_id, self.connected_since)
             log.info("sync: node %s disconnected (code %s)", self.node_name, code)
@@ -120,6 +124,8 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
             schema.MSG_NACK: self.on_nack,
             schema.MSG_STATS: self.on_stats,
         }.get(kind)
+        if handler is None and kind in schema.DIAGNOSTIC_REPLIES:
+            handler = self.on_diagnostic
         if handler is None:
             log.debug("sync: node %s sent unknown message type %r", self.node_name, kind)
             return
@@ -138,6 +144,7 @@ class DataPlaneConsumer(AsyncWebsocketConsumer):
         if not self.in_group:
             await self.channel_layer.group_add(notify.DATAPLANE_GROUP, self.channel_name)
             self.in_group = True
+        await self.diag_join(msg)
         log.info("sync: node %s hello (v%s %s, %s)", self.node_name, self.node_version,
                  (self.node_hash or "-")[:12], software or "unknown software")
         await self.check_and_push()

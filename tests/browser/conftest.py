@@ -90,8 +90,12 @@ def live_server_url(browser_requirements, tmp_path_factory):
             shutil.copy(var / "daphne.log", ROOT / "artifacts" / "daphne.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(browser_requirements):
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is open, which would break every asyncio test that follows on the same
+    xdist worker. ``make test`` runs with ``--dist loadfile`` so a module's tests stay
+    together and the loop is gone before another module's tests start."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)

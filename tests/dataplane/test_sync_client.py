@@ -137,6 +137,7 @@ async def nodes(control_plane, tmp_path):
 async def test_it_says_hello_and_applies_a_push_then_acks_and_writes_the_cache(control_plane, nodes):
     node = nodes().start()
     hello = await control_plane.next("hello")
+    assert isinstance(hello.pop("started"), float)  # process start time (node uptime, SPEC 9)
     assert hello == {"type": "hello", "version": None, "hash": None,
                      "software": node.client.software, "workers": 2}
     nonce = await control_plane.push(1, snapshot(1))

@@ -80,7 +80,9 @@ def node(name):
     n = Node.objects.get(name=name)
     return {"connected": n.connected, "applied_version": n.applied_version, "applied_hash": n.applied_hash,
             "rejected_version": n.rejected_version, "last_error": n.last_error,
-            "last_seen": n.last_seen.isoformat() if n.last_seen else None}
+            "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+            "workers": n.workers,
+            "connected_since": n.connected_since.isoformat() if n.connected_since else None}
 
 
 @op

@@ -1,0 +1,484 @@
+"""Test a backend from the proxy host (SPEC 9.3): DNS, TCP, TLS, HTTP — each step timed,
+each failure named precisely.
+
+``await probe(url, ...)`` returns a JSON-able dict (the shape below); it never raises
+for a network failure. The control plane asks a node to run it (``schema.MSG_PROBE``);
+``python -m dataplane probe URL`` runs it from the command line.
+
+    {"url", "scheme", "host", "port", "path", "ok": bool, "error": str|None,
+     "failed_step": "url"|"dns"|"policy"|"tcp"|"tls"|"http"|None, "total_ms",
+     "dns":    {"ok", "addresses": [ip], "literal": bool, "time_ms", "error"},
+     "policy": {"restricted", "allowed": [ip], "refused": [{"address", "reason"}], "ok"},
+     "tcp":    {"ok", "address": "ip:port", "time_ms", "error",
+                "attempts": [{"address", "time_ms", "error"}]},
+     "tls":    {"ok", "time_ms", "version", "cipher", "alpn", "sni", "verify": bool,
+                "verified": bool|None, "verify_error", "error",
+                "peer": {"subject", "issuer", "not_before", "not_after", "sans"},
+                "chain": [{"subject", "issuer", "not_after", "pem"}]} | None (plain http),
+     "http":   {"ok", "request": "GET / HTTP/1.1", "status", "reason", "headers": [[name, value]],
+                "ttfb_ms", "time_ms", "error"} | None (not reached / not asked)}
+
+The pool's upstream policy (``schema.UpstreamPolicy`` or its dict) is applied to the
+resolved addresses exactly as ``upstream.HostPool.connect`` does.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import json
+import socket
+import ssl
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from dataplane import schema
+from dataplane.upstream import check_address
+
+USER_AGENT = "switchyard-probe/1"
+MAX_HEADERS = 60
+MAX_HEAD_BYTES = 64 * 1024
+REDACT = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+                    "api-key", "x-auth-token", "x-csrf-token", "x-xsrf-token",
+                    "x-amz-security-token", "proxy-authenticate", "www-authenticate"))
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+def redact(name: str, value: str) -> str:
+    """A header value with its secret parts replaced (names of cookies and the auth
+    scheme are kept: they help, the secrets do not)."""
+    low = name.lower()
+    if low not in REDACT and not any(w in low for w in ("token", "secret", "password", "apikey")):
+        return value
+    if low in ("cookie",):
+        names = [p.split("=", 1)[0].strip() for p in value.split(";") if p.strip()]
+        return "; ".join(f"{n}=[redacted]" for n in names)
+    if low == "set-cookie":
+        first, _, attrs = value.partition(";")
+        return f"{first.split('=', 1)[0].strip()}=[redacted]" + (";" + attrs if attrs else "")
+    if low in ("authorization", "proxy-authorization"):
+        scheme, _, rest = value.partition(" ")
+        if rest:
+            return f"{scheme} [redacted, {len(rest)} bytes]"
+    if low in ("www-authenticate", "proxy-authenticate"):
+        return value  # a challenge holds no secret
+    return f"[redacted, {len(value)} bytes]"
+
+
+def _policy(policy: Any) -> schema.UpstreamPolicy | None:
+    if policy is None or isinstance(policy, schema.UpstreamPolicy):
+        return policy
+    if isinstance(policy, dict):
+        nets = []
+        for n in policy.get("allowed_networks") or ():
+            try:
+                nets.append(str(ipaddress.ip_network(n, strict=False)))
+            except (TypeError, ValueError):
+                continue
+        return schema.UpstreamPolicy(restricted=bool(policy.get("restricted")),
+                                     allowed_networks=tuple(nets))
+    return None
+
+
+def _forbidden_reason(ip: str) -> str:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    for attr, why in (("is_unspecified", "the unspecified address"), ("is_loopback", "loopback"),
+                      ("is_link_local", "link-local (cloud metadata)"),
+                      ("is_multicast", "multicast"), ("is_private", "a private range"),
+                      ("is_reserved", "a reserved range")):
+        if getattr(addr, attr):
+            return f"{ip} is {why}; the tenant's upstream policy does not allow it"
+    return f"{ip} is not allowed by the upstream policy"
+
+
+def _dns_error(exc: BaseException, host: str) -> str:
+    if isinstance(exc, socket.gaierror):
+        code = exc.args[0] if exc.args else None
+        if code == socket.EAI_NONAME:
+            return f"NXDOMAIN: {host} does not resolve ({exc.args[-1]})"
+        if code == getattr(socket, "EAI_NODATA", object()):
+            return f"NODATA: {host} has no address records"
+        if code == socket.EAI_AGAIN:
+            return f"temporary DNS failure for {host} (SERVFAIL or no answer): {exc.args[-1]}"
+        return f"DNS error for {host}: {exc.args[-1] if exc.args else exc}"
+    return f"DNS error for {host}: {exc}"
+
+
+def _connect_error(exc: BaseException, addr: str, timeout: float) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return (f"connect timeout: no answer from {addr} within {timeout:g} s "
+                "(host down, firewall dropping packets, or wrong address)")
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused: nothing is listening on {addr}"
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "")
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"unreachable: {addr}: {exc.strerror} ({name})"
+        return f"{addr}: {exc.strerror or exc} ({name})" if name else f"{addr}: {exc}"
+    return f"{addr}: {type(exc).__name__}: {exc}"
+
+
+def _name(parts: Any) -> str:
+    """getpeercert()-style name tuples → 'CN=x, O=y'."""
+    out = []
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+             "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
+    for rdn in parts or ():
+        for key, value in rdn:
+            out.append(f"{short.get(key, key)}={value}")
+    return ", ".join(out)
+
+
+def _cert_info(info: dict) -> dict:
+    return {"subject": _name(info.get("subject")), "issuer": _name(info.get("issuer")),
+            "not_before": info.get("notBefore"), "not_after": info.get("notAfter"),
+            "sans": [v for k, v in info.get("subjectAltName", ()) if k in ("DNS", "IP Address")]}
+
+
+def _chain(sslobj: Any) -> list[dict]:
+    """The chain the peer presented (leaf first), verified or not."""
+    inner = getattr(sslobj, "_sslobj", sslobj)
+    getter = getattr(sslobj, "get_unverified_chain", None) or getattr(inner, "get_unverified_chain", None)
+    out = []
+    if getter is not None:
+        try:
+            import _ssl
+            for cert in getter() or ():
+                info = _cert_info(cert.get_info())
+                pem = cert.public_bytes(_ssl.ENCODING_PEM)
+                info["pem"] = pem.decode() if isinstance(pem, bytes) else pem
+                out.append(info)
+            return out
+        except Exception:  # noqa: BLE001 - fall back to the leaf alone
+            out = []
+    der = sslobj.getpeercert(binary_form=True)
+    if der:
+        out.append({"subject": "", "issuer": "", "not_after": None, "sans": [],
+                    "pem": ssl.DER_cert_to_PEM_cert(der)})
+    return out
+
+
+def client_context(verify: bool, ca_pem: str = "") -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if verify:
+        if ca_pem.strip():
+            ctx.load_verify_locations(cadata=ca_pem)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def _tcp(addr: str, port: int, timeout: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, (addr, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _tls(sock: socket.socket, ctx: ssl.SSLContext, sni: str | None, timeout: float):
+    return await asyncio.wait_for(asyncio.open_connection(
+        sock=sock, ssl=ctx, server_hostname=sni or None, ssl_handshake_timeout=timeout), timeout)
+
+
+async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
+                target: str, host: str, headers: list, timeout: float) -> dict:
+    out: dict[str, Any] = {"ok": False, "request": f"{method} {target} HTTP/1.1", "status": None,
+                           "reason": "", "headers": [], "ttfb_ms": None, "time_ms": None,
+                           "error": None}
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"User-Agent: {USER_AGENT}",
+             "Accept: */*", "Connection: close"]
+    names = {"host", "user-agent", "accept", "connection"}
+    for name, value in headers:
+        if name.lower() in ("host",):
+            lines[1] = f"Host: {value}"
+            continue
+        if name.lower() in names:
+            lines = [ln for ln in lines if not ln.lower().startswith(name.lower() + ":")]
+        lines.append(f"{name}: {value}")
+    t0 = time.perf_counter()
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), timeout)
+        out["ttfb_ms"] = _ms(t0)
+        if not first:
+            out["error"] = "the server closed the connection without a response"
+            return out
+        parts = first.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            out["error"] = f"not an HTTP response: {first[:80]!r}"
+            return out
+        out["status"] = int(parts[1])
+        out["reason"] = parts[2] if len(parts) > 2 else ""
+        size = len(first)
+        while True:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            size += len(line)
+            if not line or line in (b"\r\n", b"\n") or size > MAX_HEAD_BYTES:
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if len(out["headers"]) < MAX_HEADERS:
+                out["headers"].append([name.strip(), redact(name.strip(), value.strip())])
+        out["time_ms"] = _ms(t0)
+        out["ok"] = True
+    except (asyncio.TimeoutError, TimeoutError):
+        out["error"] = (f"no response headers within {timeout:g} s after the request was sent "
+                        "(the backend is slow or hung)")
+    except (ConnectionError, OSError) as exc:
+        out["error"] = f"connection lost while waiting for the response: {exc}"
+    except ssl.SSLError as exc:
+        out["error"] = f"TLS error during the exchange: {exc}"
+    return out
+
+
+async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: str = "",
+                sni: str = "", insecure: bool = False, method: str = "GET",
+                headers: list | None = None, host_header: str = "",
+                http: bool = True) -> dict:
+    """Probe ``url`` step by step; see the module docstring for the result."""
+    t_start = time.perf_counter()
+    timeout = max(0.05, min(float(timeout), 120.0))
+    res: dict[str, Any] = {"url": url, "scheme": None, "host": None, "port": None, "path": None,
+                           "ok": False, "error": None, "failed_step": None, "total_ms": None,
+                           "dns": None, "policy": None, "tcp": None, "tls": None, "http": None}
+
+    def fail(step: str, message: str) -> dict:
+        res["failed_step"] = step
+        res["error"] = message
+        res["total_ms"] = _ms(t_start)
+        return res
+
+    try:
+        u = urlsplit(url)
+        scheme = (u.scheme or "").lower()
+        host = u.hostname
+        port = u.port
+    except ValueError as exc:
+        return fail("url", f"invalid URL: {exc}")
+    if scheme not in ("http", "https") or not host:
+        return fail("url", "expected http://host[:port]/path or https://...")
+    port = port or (443 if scheme == "https" else 80)
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    res.update(scheme=scheme, host=host, port=port, path=target)
+
+    # ---- DNS
+    dns: dict[str, Any] = {"ok": False, "addresses": [], "literal": False, "time_ms": 0.0, "error": None}
+    res["dns"] = dns
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        dns.update(ok=True, addresses=[host], literal=True)
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+            dns["addresses"] = list(dict.fromkeys(i[4][0] for i in infos))
+            dns["ok"] = bool(dns["addresses"])
+        except (asyncio.TimeoutError, TimeoutError):
+            dns["error"] = f"DNS lookup of {host} timed out after {timeout:g} s"
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            dns["error"] = _dns_error(exc, host)
+        dns["time_ms"] = _ms(t0)
+        if not dns["ok"]:
+            return fail("dns", dns["error"] or f"{host} has no addresses")
+
+    # ---- upstream policy (the node's own check against the resolved addresses)
+    pol = _policy(policy)
+    allowed, refused = [], []
+    for a in dns["addresses"]:
+        if check_address(a, pol):
+            allowed.append(a)
+        else:
+            refused.append({"address": a, "reason": _forbidden_reason(a)})
+    res["policy"] = {"restricted": bool(pol and pol.restricted), "allowed": allowed,
+                     "refused": refused, "ok": bool(allowed)}
+    if not allowed:
+        return fail("policy", "destination_ip_prohibited: " + "; ".join(r["reason"] for r in refused))
+
+    # ---- TCP
+    tcp: dict[str, Any] = {"ok": False, "address": None, "time_ms": None, "error": None, "attempts": []}
+    res["tcp"] = tcp
+    sock = None
+    for a in allowed:
+        shown = f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
+        t0 = time.perf_counter()
+        try:
+            sock = await _tcp(a, port, timeout)
+        except (asyncio.TimeoutError, TimeoutError, OSError) as exc:
+            tcp["attempts"].append({"address": shown, "time_ms": _ms(t0),
+                                    "error": _connect_error(exc, shown, timeout)})
+            continue
+        tcp.update(ok=True, address=shown, time_ms=_ms(t0))
+        tcp["attempts"].append({"address": shown, "time_ms": tcp["time_ms"], "error": None})
+        break
+    if sock is None:
+        tcp["error"] = tcp["attempts"][-1]["error"]
+        return fail("tcp", tcp["error"])
+
+    # ---- TLS
+    reader = writer = None
+    try:
+        if scheme == "https":
+            server_name = sni or (None if dns["literal"] else host)
+            tls: dict[str, Any] = {"ok": False, "time_ms": None, "version": None, "cipher": None,
+                                   "alpn": None, "sni": server_name, "verify": not insecure,
+                                   "verified": None, "verify_error": None, "error": None,
+                                   "peer": None, "chain": []}
+            res["tls"] = tls
+            t0 = time.perf_counter()
+            try:
+                reader, writer = await _tls(sock, client_context(not insecure, ca_pem),
+                                            server_name, timeout)
+                tls["verified"] = (not insecure) or None
+            except ssl.SSLCertVerificationError as exc:
+                tls["time_ms"] = _ms(t0)
+                tls["verified"] = False
+                tls["verify_error"] = f"certificate verify failed: {exc.verify_message}"
+                # what did it present? a second handshake without verification tells
+                try:
+                    s2 = await _tcp(tcp["address"].rsplit(":", 1)[0].strip("[]"), port, timeout)
+                    r2, w2 = await _tls(s2, client_context(False), server_name, timeout)
+                    so = w2.get_extra_info("ssl_object")
+                    tls["chain"] = _chain(so)
+                    tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"} \
+                        if tls["chain"] else None
+                    tls["version"], tls["cipher"] = so.version(), (so.cipher() or (None,))[0]
+                    w2.close()
+                except Exception:  # noqa: BLE001 - the verification error is the answer
+                    pass
+                return fail("tls", tls["verify_error"])
+            except (asyncio.TimeoutError, TimeoutError):
+                tls["time_ms"] = _ms(t0)
+                tls["error"] = f"TLS handshake timed out after {timeout:g} s"
+                return fail("tls", tls["error"])
+            except ssl.SSLError as exc:
+                tls["time_ms"] = _ms(t0)
+                tls["error"] = f"TLS handshake failed: {exc.reason or exc}"
+                return fail("tls", tls["error"])
+            except (ConnectionError, OSError) as exc:
+                tls["time_ms"] = _ms(t0)
+                tls["error"] = f"connection closed during the TLS handshake (not a TLS server?): {exc}"
+                return fail("tls", tls["error"])
+            tls["time_ms"] = _ms(t0)
+            so = writer.get_extra_info("ssl_object")
+            tls.update(ok=True, version=so.version(), cipher=(so.cipher() or (None,))[0],
+                       alpn=so.selected_alpn_protocol())
+            tls["chain"] = _chain(so)
+            if tls["chain"]:
+                tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"}
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        if not http:
+            res["ok"] = True
+            res["total_ms"] = _ms(t_start)
+            return res
+        # ---- HTTP
+        hdr = host_header or (host if port == (443 if scheme == "https" else 80) else
+                              (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"))
+        res["http"] = await _http(reader, writer, method.upper(), target, hdr,
+                                  list(headers or []), timeout)
+        if not res["http"]["ok"]:
+            return fail("http", res["http"]["error"])
+        res["ok"] = True
+        res["total_ms"] = _ms(t_start)
+        return res
+    finally:
+        if writer is not None:
+            writer.close()
+        elif sock is not None:
+            sock.close()
+
+
+# ---------------------------------------------------------------- command line
+
+def format_text(r: dict) -> str:
+    out = [f"probe {r['url']}"]
+    dns = r.get("dns")
+    if dns:
+        if dns["ok"]:
+            how = "literal address" if dns["literal"] else f"{dns['time_ms']:.1f} ms"
+            out.append(f"  DNS     ok    {', '.join(dns['addresses'])} ({how})")
+        else:
+            out.append(f"  DNS     FAIL  {dns['error']} ({dns['time_ms']:.1f} ms)")
+    pol = r.get("policy")
+    if pol and pol["refused"]:
+        for ref in pol["refused"]:
+            out.append(f"  policy  REFUSED {ref['reason']}")
+    tcp = r.get("tcp")
+    if tcp:
+        for a in tcp["attempts"]:
+            out.append(f"  TCP     {'ok  ' if not a['error'] else 'FAIL'}  "
+                       f"{a['address']} ({a['time_ms']:.1f} ms){'' if not a['error'] else ': ' + a['error']}")
+    tls = r.get("tls")
+    if tls:
+        if tls["ok"]:
+            ver = ("verified" if tls["verified"] else "NOT verified (--insecure)")
+            out.append(f"  TLS     ok    {tls['version']} {tls['cipher']} sni={tls['sni']} {ver} "
+                       f"({tls['time_ms']:.1f} ms)")
+        else:
+            out.append(f"  TLS     FAIL  {tls['verify_error'] or tls['error']}")
+        for i, c in enumerate(tls.get("chain") or []):
+            out.append(f"          [{i}] subject: {c['subject']}")
+            out.append(f"              issuer:  {c['issuer']}   expires: {c['not_after']}")
+    http = r.get("http")
+    if http:
+        if http["ok"]:
+            out.append(f"  HTTP    ok    {http['status']} {http['reason']} "
+                       f"(first byte {http['ttfb_ms']:.1f} ms)")
+            for name, value in http["headers"][:12]:
+                out.append(f"          {name}: {value}")
+        else:
+            out.append(f"  HTTP    FAIL  {http['error']}")
+    out.append(("OK" if r["ok"] else f"FAILED at {r['failed_step']}: {r['error']}")
+               + (f" (total {r['total_ms']:.1f} ms)" if r.get("total_ms") is not None else ""))
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m dataplane probe",
+                                description="Probe a backend from this host: DNS, TCP connect, "
+                                            "TLS handshake and HTTP response, each timed.")
+    p.add_argument("url")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per step (default 5)")
+    p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    p.add_argument("--sni", default="", help="TLS server name (default: the URL's host)")
+    p.add_argument("--ca-file", default="", help="verify against this CA bundle (PEM) only")
+    p.add_argument("--host-header", default="", help="Host header to send")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    a = p.parse_args(argv)
+    ca_pem = ""
+    if a.ca_file:
+        with open(a.ca_file) as f:
+            ca_pem = f.read()
+    result = asyncio.run(probe(a.url, timeout=a.timeout, insecure=a.insecure, sni=a.sni,
+                               ca_pem=ca_pem, host_header=a.host_header, method=a.method))
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_text(result))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
