@@ -88,7 +88,7 @@ class ApiViewSet(viewsets.GenericViewSet):
             if params.get(name):
                 qs = qs.filter(**{lookup: params[name]})
         for name, lookup in self.int_filters.items():
-            if params.get(name):
+            if name in params:  # present but empty is an error too, not "no filter"
                 try:
                     value = int(params[name])
                     if abs(value) > s.MAX_ID:

@@ -43,3 +43,9 @@ def test_it_answers_an_oversized_body_with_a_json_413(staff_api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     r = staff_api.post(f"{BASE}/certificates/", {"name": "big", "certificate_pem": "x" * 5000}, format="json")
     assert r.status_code == 413 and r.json()["detail"]
+
+
+def test_it_refuses_an_empty_integer_filter(staff_api):
+    response = staff_api.get("/api/v1/routes/?pool=")
+    assert response.status_code == 400
+    assert "pool" in response.json()

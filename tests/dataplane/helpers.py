@@ -367,3 +367,19 @@ class NodeProcess:
                 self.proc.wait()
         self.err.close()
         return self.proc.returncode
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A loopback port where connections are refused, for the life of the test process.
+
+    The socket stays bound but never listens: a port that was merely closed could be
+    handed by the kernel to the next listener (even the proxy under test, which then
+    answers 508 loop instead of 502 refused).
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return s.getsockname()[1]

@@ -1,20 +1,13 @@
 """Load balancing, sticky sessions, outlier ejection and retries through a real proxy."""
 import asyncio
 import json
-import socket
 
 import pytest
 
 from dataplane import metrics as metrics_mod
-from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot
+from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, refused_port
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Resetter:
@@ -176,7 +169,7 @@ async def test_consecutive_5xx_eject_the_target_and_metrics_show_it(made):
 
 async def test_connect_failures_eject_and_last_target_is_never_ejected(made):
     good = await backend(made)
-    p = await proxy(made, [(1, "127.0.0.1", free_port()), (2, "127.0.0.1", good.port)],
+    p = await proxy(made, [(1, "127.0.0.1", refused_port()), (2, "127.0.0.1", good.port)],
                     retries=1)
     # every request to the dead target is retried on the live one; after 5 the dead one
     # is ejected and requests stop trying it
@@ -184,7 +177,7 @@ async def test_connect_failures_eject_and_last_target_is_never_ejected(made):
         assert (await get(p.port)).status == 200
     assert [e["target"] for e in p.state.ejections()] == [1]
     # a single failing target is the last live one: never ejected, errors pass through
-    p2 = await proxy(made, [(1, "127.0.0.1", free_port())])
+    p2 = await proxy(made, [(1, "127.0.0.1", refused_port())])
     for _ in range(7):
         assert (await get(p2.port)).status == 502
     assert p2.state.ejections() == []
@@ -199,7 +192,7 @@ def log_lines(path):
 async def test_refused_is_retried_on_another_target_idempotent_only(made, tmp_path):
     good = await backend(made)
     log = tmp_path / "a.log"
-    p = await proxy(made, [(1, "127.0.0.1", free_port()), (2, "127.0.0.1", good.port)],
+    p = await proxy(made, [(1, "127.0.0.1", refused_port()), (2, "127.0.0.1", good.port)],
                     log_path=str(log), retries=1)
     res = await get(p.port, method="PUT", body=b"data")  # idempotent, nothing was sent yet
     assert res.status == 200 and bytes(good.requests[-1].body) == b"data"
@@ -215,7 +208,7 @@ async def test_refused_is_retried_on_another_target_idempotent_only(made, tmp_pa
 
 async def test_retries_are_bounded_by_the_pool_setting(made):
     good = await backend(made)
-    dead = [(i, "127.0.0.1", free_port()) for i in (1, 2, 3)]
+    dead = [(i, "127.0.0.1", refused_port()) for i in (1, 2, 3)]
     p0 = await proxy(made, dead[:1] + [(4, "127.0.0.1", good.port)], retries=0)
     assert sorted([(await get(p0.port)).status for _ in range(2)]) == [200, 502]
     p1 = await proxy(made, dead + [(4, "127.0.0.1", good.port)], retries=1)

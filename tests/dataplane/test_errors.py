@@ -7,15 +7,9 @@ import pytest
 
 from dataplane import admin
 from dataplane.applier import NodeState
-from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, wait_for
+from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, wait_for, refused_port
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there any more: connections are refused
-    return port
 
 
 def assert_error(res, status: int, etype: str) -> None:
@@ -42,7 +36,7 @@ async def proxies():
 
 
 async def test_refused(proxies):
-    p = await proxies([(1, "127.0.0.1", free_port())])
+    p = await proxies([(1, "127.0.0.1", refused_port())])
     assert_error(await get(p.port), 502, "connection_refused")
 
 
@@ -114,7 +108,7 @@ async def test_policy_prohibits_loopback(proxies):
 
 async def test_retry_goes_to_another_target(proxies):
     b = await Backend().start()
-    p = await proxies([(1, "127.0.0.1", free_port()), (2, "127.0.0.1", b.port)], retries=1)
+    p = await proxies([(1, "127.0.0.1", refused_port()), (2, "127.0.0.1", b.port)], retries=1)
     statuses = [(await get(p.port)).status for _ in range(4)]
     assert statuses == [200] * 4
     # POST is not idempotent: never retried
