@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dataplane import schema
+from dataplane.tls import client_context
 from dataplane.upstream import check_address
 
 USER_AGENT = "switchyard-probe/1"
@@ -164,21 +165,6 @@ def _chain(sslobj: Any) -> list[dict]:
         out.append({"subject": "", "issuer": "", "not_after": None, "sans": [],
                     "pem": ssl.DER_cert_to_PEM_cert(der)})
     return out
-
-
-def client_context(verify: bool, ca_pem: str = "") -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    if verify:
-        if ca_pem.strip():
-            ctx.load_verify_locations(cadata=ca_pem)
-        else:
-            ctx.load_default_certs()
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 async def _tcp(addr: str, port: int, timeout: float) -> socket.socket:
@@ -357,7 +343,7 @@ async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: s
                 # what did it present? a second handshake without verification tells
                 try:
                     s2 = await _tcp(tcp["address"].rsplit(":", 1)[0].strip("[]"), port, timeout)
-                    r2, w2 = await _tls(s2, client_context(False), server_name, timeout)
+                    r2, w2 = await _tls(s2, client_context(False, ""), server_name, timeout)
                     so = w2.get_extra_info("ssl_object")
                     tls["chain"] = _chain(so)
                     tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"} \

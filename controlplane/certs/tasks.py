@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from controlplane.alerts.services import raise_alert
+from controlplane.beat import ensure_crontab_task
 
 log = logging.getLogger(__name__)
 
@@ -142,26 +143,9 @@ def certificate_saved(sender, instance, raw=False, **kwargs) -> None:
 
 
 def ensure_schedules(using: str = "default", apps=None) -> None:
-    """Create the daily beat schedule of the expiry scan when it is missing.
-    Idempotent; an operator's changes to an existing schedule are kept."""
-    if apps is not None:  # from post_migrate: are beat's tables there in this migration state?
-        try:
-            apps.get_model("django_celery_beat", "PeriodicTask")
-            apps.get_model("django_celery_beat", "CrontabSchedule")
-        except LookupError:
-            return
-    # The real models, so that beat's change tracking (PeriodicTasks) sees the new task.
-    from django_celery_beat.models import CrontabSchedule as crontab_model
-    from django_celery_beat.models import PeriodicTask as task_model
-
-    if task_model._default_manager.using(using).filter(name=SCHEDULE_NAME).exists():
-        return
-    crontab, _ = crontab_model._default_manager.using(using).get_or_create(
-        minute="15", hour="4", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC")
-    task_model._default_manager.using(using).get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"task": TASK_NAME, "crontab": crontab, "enabled": True,
-                  "description": "Daily certificate expiry scan (30/14/7/3/1 days and expired)."})
+    """Create the beat schedule of this module's task when it is missing (idempotent)."""
+    ensure_crontab_task(SCHEDULE_NAME, TASK_NAME, {"minute": "15", "hour": "4"},
+                        "Daily certificate expiry scan (30/14/7/3/1 days and expired).", using=using, apps=apps)
 
 
 def ensure_schedules_after_migrate(sender, using="default", apps=None, **kwargs) -> None:

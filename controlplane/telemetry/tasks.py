@@ -10,6 +10,7 @@ import os
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
+from controlplane.beat import ensure_crontab_task
 
 log = logging.getLogger("switchyard.telemetry")
 
@@ -54,26 +55,9 @@ def purge_traffic(now=None) -> int:
 
 
 def ensure_schedules(using: str = "default", apps=None) -> None:
-    """Create the hourly beat schedule of ``purge_traffic`` when it is missing.
-    Idempotent; an operator's changes to an existing schedule are kept."""
-    if apps is not None:  # from post_migrate: are beat's tables there in this migration state?
-        try:
-            apps.get_model("django_celery_beat", "PeriodicTask")
-            apps.get_model("django_celery_beat", "CrontabSchedule")
-        except LookupError:
-            return
-    from django_celery_beat.models import CrontabSchedule as crontab_model
-    from django_celery_beat.models import PeriodicTask as task_model
-
-    if task_model._default_manager.using(using).filter(name=SCHEDULE_NAME).exists():
-        return
-    crontab, _ = crontab_model._default_manager.using(using).get_or_create(
-        minute="7", hour="*", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC")
-    task_model._default_manager.using(using).get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"task": TASK_NAME, "crontab": crontab, "enabled": True,
-                  "description": "Hourly: delete traffic minutes older than "
-                                 "SWITCHYARD_TRAFFIC_RETENTION_HOURS (default 48)."})
+    """Create the beat schedule of this module's task when it is missing (idempotent)."""
+    ensure_crontab_task(SCHEDULE_NAME, TASK_NAME, {"minute": "7", "hour": "*"},
+                        "Hourly: delete traffic minutes older than SWITCHYARD_TRAFFIC_RETENTION_HOURS (default 48).", using=using, apps=apps)
 
 
 def ensure_schedules_after_migrate(sender, using="default", apps=None, **kwargs) -> None:
