@@ -32,7 +32,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
-from controlplane.alerts.services import channel_problems
+from controlplane.alerts.services import delete_channel, save_channel
 from controlplane.audit.models import AuditEntry
 from controlplane.audit.services import Actor, record
 from controlplane.certs import services as cert_services
@@ -576,21 +576,15 @@ def channel_edit(request, pk=None):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         obj = channel or AlertChannel()
-        before = services.serialize(channel) if channel else None
         obj.tenant = data.get("tenant")
         obj.name = (data.get("name") or "").strip()
         obj.kind, obj.emails, obj.url, obj.enabled = data["kind"], data.get("emails") or [], \
             (data.get("url") or "").strip(), data.get("enabled", False)
-        if data.get("secret"):
-            obj.secret = data["secret"]
-        problems = channel_problems(obj)
-        if problems:
-            form.apply_errors(ValidationError(problems))
+        try:
+            save_channel(Actor.from_request(request), obj, secret=data.get("secret") or None)
+        except ValidationError as exc:
+            form.apply_errors(exc)
         else:
-            with transaction.atomic():
-                obj.save()
-                record(Actor.from_request(request), "update" if before else "create", obj, before,
-                       services.serialize(obj))
             messages.success(request, f"Alert channel {obj.name} saved.")
             return redirect("dashboard:alerts")
     return render(request, "dashboard/alerts/channel_form.html", {"form": form, "channel": channel})
@@ -602,11 +596,9 @@ def channel_delete(request, pk):
     p = get_principal(request)
     channel = p.get_or_404(AlertChannel.objects.select_related("tenant"), id=pk)
     _require_edit(p, channel.tenant_id)
-    with transaction.atomic():
-        before = services.serialize(channel)
-        record(Actor.from_request(request), "delete", channel, before, None, tenant=channel.tenant)
-        channel.delete()
-    messages.success(request, f"Alert channel {before['name']} deleted.")
+    name = channel.name
+    delete_channel(Actor.from_request(request), channel)
+    messages.success(request, f"Alert channel {name} deleted.")
     return redirect("dashboard:alerts")
 
 
