@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import diagnostics, views
 
 app_name = "dashboard"
 
@@ -44,5 +44,11 @@ urlpatterns = [
     path("tenants/<slug:slug>/members/<int:pk>/remove/", views.member_remove, name="member_remove"),
     path("tenants/<slug:slug>/tokens/", views.token_issue, name="token_issue"),
     path("tenants/<slug:slug>/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("diagnostics/", diagnostics.index, name="diagnostics"),
+    path("diagnostics/tail/", diagnostics.tail, name="diagnostics_tail"),
+    path("diagnostics/probe/", diagnostics.probe, name="diagnostics_probe"),
+    path("diagnostics/tls/", diagnostics.tls, name="diagnostics_tls"),
+    path("diagnostics/routes/<int:pk>/", diagnostics.why, name="diagnostics_why"),
+    path("diagnostics/routes/<int:pk>/inspect/", diagnostics.inspect, name="diagnostics_inspect"),
     path("live/traffic.json", views.traffic_json, name="traffic_json"),
 ]

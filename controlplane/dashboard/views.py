@@ -307,8 +307,13 @@ def pool_detail(request, pk):
     pool = p.get_or_404(Pool.objects.select_related("tenant"), id=pk)
     targets = list(pool.targets.all())
     checks = {h.target_id: h for h in TargetHealth.objects.filter(target__pool=pool)}
+    from controlplane.telemetry import queries as telemetry_queries
+    ejected: dict[int, list] = {}
+    for e in telemetry_queries.ejections([t.pk for t in targets]):
+        ejected.setdefault(e["target_id"], []).append(e)
     for t in targets:
         t.check = checks.get(t.pk)
+        t.ejections = ejected.get(t.pk, [])  # passive health, as the nodes report it
     transitions = HealthTransition.objects.filter(pool=pool)
     return render(request, "dashboard/pools/detail.html", {
         "pool": pool, "targets": targets, "transitions": transitions[:50],

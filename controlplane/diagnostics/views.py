@@ -20,6 +20,7 @@ from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -187,7 +188,17 @@ class CaptureView(DiagnosticsView):
         return Response(services.stop_capture(self.principal, sid))
 
 
+class EventStreamRenderer(JSONRenderer):
+    """Lets a browser's EventSource (``Accept: text/event-stream``) through content
+    negotiation; the stream itself is a StreamingHttpResponse, so only error bodies
+    are rendered here, as JSON."""
+    media_type = "text/event-stream"
+    format = "sse"
+
+
 class TailView(DiagnosticsView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
     @extend_schema(
         parameters=[OpenApiParameter(n, OpenApiTypes.STR, OpenApiParameter.QUERY, description=d)
                     for n, d in (("route", "route ids, comma-separated"),

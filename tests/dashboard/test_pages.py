@@ -179,3 +179,20 @@ def test_it_sends_scoped_traffic_over_the_live_socket(world):
     staff = live_state(world["users"]["staff"].pk)
     assert shop["traffic"]["requests"] == 600 and staff["traffic"]["requests"] == 6600
     assert "acme_only_error" not in str(shop)
+
+
+def test_pool_page_shows_passive_ejections_beside_active_health(world, login):
+    import datetime as dt
+    from django.utils import timezone
+    from controlplane.telemetry.models import TargetEjection
+    o = world["objs"]["shop"]
+    until = timezone.now() + dt.timedelta(seconds=30)
+    TargetEjection.objects.create(node=world["node"], target=o["target"], until=until, reported=timezone.now())
+    c = login(world["users"]["shop-viewer"])
+    body = c.get(reverse("dashboard:pool", args=[o["pool"].pk])).content.decode()
+    assert "healthy</span>" in body  # the active state stays
+    assert f"by node edge-1 until {timezone.localtime(until):%H:%M:%S}" in body
+    # an ejection that has ended is not shown
+    TargetEjection.objects.update(until=timezone.now() - dt.timedelta(seconds=1))
+    body = c.get(reverse("dashboard:pool", args=[o["pool"].pk])).content.decode()
+    assert "by node edge-1" not in body

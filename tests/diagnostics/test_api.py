@@ -154,3 +154,13 @@ def test_config_check_is_staff_only_and_lists_problems(world, staff_api, as_role
     assert as_role("owner").get(f"{API}/config/").status_code == 403
     data = staff_api.get(f"{API}/config/?schema_only=1").json()
     assert data["ok"] is True and data["problems"] == []
+
+
+def test_tail_negotiates_an_eventsource_accept_header(world, as_role):
+    """A browser's EventSource sends Accept: text/event-stream; it must not get 406."""
+    owner = as_role("owner")
+    refused = owner.get(f"{API}/tail/?status=99x", HTTP_ACCEPT="text/event-stream")
+    assert refused.status_code == 400 and "status" in refused.content.decode()
+    stream = owner.get(f"{API}/tail/?seconds=0.1", HTTP_ACCEPT="text/event-stream")
+    assert stream.status_code == 200
+    assert stream["Content-Type"].startswith("text/event-stream")
