@@ -18,7 +18,8 @@ from dataplane.upstream import Upstreams
 
 class PoolRuntime:
     __slots__ = ("id", "name", "pool", "balancer", "connect_timeout", "read_timeout",
-                 "retries", "policy", "targets", "outlier")
+                 "retries", "policy", "targets", "outlier", "passive_failures",
+                 "passive_ejection_seconds")
 
     def __init__(self, pool: schema.Pool, targets: list[balancer.TargetState],
                  outlier: OutlierDetector | None = None):
@@ -29,6 +30,8 @@ class PoolRuntime:
         self.connect_timeout = pool.connect_timeout
         self.read_timeout = pool.read_timeout
         self.retries = pool.retries
+        self.passive_failures = pool.passive_failures  # read by OutlierDetector.failure
+        self.passive_ejection_seconds = pool.passive_ejection_seconds
         self.policy = pool.policy
         self.targets = tuple(targets)
         self.balancer = balancer.build(pool, targets)

@@ -34,6 +34,7 @@ class NodeOptions:
     default_certificate: str = ""
     max_connections: int = 0
     header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
     keepalive_timeout: float = 60.0
     worker_fd: int = -1  # set on worker processes started by the supervisor (workers.py)
     stats_seconds: float = schema.STATS_SECONDS
@@ -80,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
                         "closed at once")
     p.add_argument("--header-timeout", type=float, default=float(_env("header_timeout", "10")),
                    help="seconds a client has to send a complete request head")
+    p.add_argument("--body-idle-timeout", type=float,
+                   default=float(_env("body_idle_timeout", "30")),
+                   help="seconds a client may send nothing while its request body is "
+                        "incomplete before the connection is cut")
     p.add_argument("--keepalive-timeout", type=float,
                    default=float(_env("keepalive_timeout", "60")),
                    help="seconds an idle keep-alive client connection is kept")
@@ -105,6 +110,7 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
                        default_certificate=a.default_certificate_name)
     opts.max_connections = a.max_connections
     opts.header_timeout = a.header_timeout
+    opts.body_idle_timeout = a.body_idle_timeout
     opts.keepalive_timeout = a.keepalive_timeout
     opts.worker_fd = a.worker_fd
     opts.stats_seconds = a.stats_seconds
@@ -215,6 +221,7 @@ class Node:
             https_note = f"https={tls_addr[0]}:{tls_addr[1]}"
         for p in self.proxies:
             p.header_timeout = opts.header_timeout
+            p.body_idle_timeout = opts.body_idle_timeout
             p.keepalive_timeout = opts.keepalive_timeout
             p.max_connections = opts.max_connections
         if opts.worker_fd >= 0:

@@ -2,7 +2,8 @@
 
 Follows Envoy's ``consecutive_5xx`` detector (with local-origin errors counted, i.e.
 ``split_external_local_origin_errors: false``): each of these is a failure of the
-target and a run of ``CONSECUTIVE`` of them in a row ejects it —
+target and a run of the pool's ``passive_failures`` of them in a row (default
+``CONSECUTIVE``; 0 turns passive ejection off for the pool) ejects it —
 
 - a 5xx response status from the upstream;
 - a connect failure: refused, timed out, unroutable, DNS failure;
@@ -13,8 +14,9 @@ target and a run of ``CONSECUTIVE`` of them in a row ejects it —
 Any response below 500 resets the run. Failures that say nothing about the target
 (the address policy, the client going away, a 413 from the proxy) are not counted.
 
-An ejection lasts ``BASE_SECONDS`` × 2^(n-1) for the n-th ejection in a row (capped
-at ``MAX_SECONDS``); the multiplier resets once the target has gone
+An ejection lasts the pool's ``passive_ejection_seconds`` (default ``BASE_SECONDS``)
+× 2^(n-1) for the n-th ejection in a row (capped at ``MAX_SECONDS``, or at the base
+when that is longer); the multiplier resets once the target has gone
 ``RESET_SECONDS`` since its last ejection ended without being ejected again.
 At most ``MAX_FRACTION`` of a pool's targets are ejected at once, but always at least
 one may be; and a target is never ejected when it is the last live one of its pool.
@@ -93,13 +95,17 @@ class OutlierDetector:
             o.fails = 0
 
     def failure(self, t: Any, pool: Any) -> bool:
-        """Count a failure of target ``t`` (a TargetState) in ``pool`` (applier.PoolRuntime).
-        Returns True when this failure ejected the target."""
+        """Count a failure of target ``t`` (a TargetState) in ``pool`` (applier.PoolRuntime,
+        whose ``passive_failures`` / ``passive_ejection_seconds`` override the detector's
+        defaults). Returns True when this failure ejected the target."""
         o = t.outlier
         if o is None:
             return False
+        consecutive = getattr(pool, "passive_failures", self.consecutive)
+        if consecutive <= 0:
+            return False  # passive ejection is off for this pool
         o.fails += 1
-        if o.fails < self.consecutive:
+        if o.fails < consecutive:
             return False
         now = monotonic()
         if o.until > now:
@@ -109,7 +115,8 @@ class OutlierDetector:
         if o.last_end and now - o.last_end > self.reset_seconds:
             o.ejections = 0
         o.ejections += 1
-        duration = min(self.max_seconds, self.base_seconds * (2 ** (o.ejections - 1)))
+        base = getattr(pool, "passive_ejection_seconds", self.base_seconds)
+        duration = min(max(self.max_seconds, base), base * (2 ** min(o.ejections - 1, 16)))
         o.until = o.last_end = now + duration
         o.fails = 0
         o.pool_name = pool.name

@@ -104,6 +104,8 @@ class Pool:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     retries: int = 1
+    passive_failures: int = 5            # consecutive failures that eject a target; 0: off
+    passive_ejection_seconds: float = 30.0  # first ejection's length (doubles on repeats)
     tls: UpstreamTLS = field(default_factory=UpstreamTLS)
     health_check: HealthCheck | None = None
     policy: UpstreamPolicy = field(default_factory=UpstreamPolicy)
@@ -397,6 +399,8 @@ def _pool(r: _Reader, value: Any, path: str) -> Pool:
         connect_timeout=r.num(d, "connect_timeout", path, 5.0, 0.05, 300.0),
         read_timeout=r.num(d, "read_timeout", path, 60.0, 0.05, 3600.0),
         retries=r.int(d, "retries", path, 1, 0, 10),
+        passive_failures=r.int(d, "passive_failures", path, 5, 0, 1000),
+        passive_ejection_seconds=r.num(d, "passive_ejection_seconds", path, 30.0, 1.0, 3600.0),
         tls=UpstreamTLS(
             enabled=r.bool(tls, "enabled", f"{path}.tls", False),
             verify=r.bool(tls, "verify", f"{path}.tls", True),

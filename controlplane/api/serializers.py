@@ -167,6 +167,19 @@ class MembershipSerializer(ServiceModelSerializer):
 
 # ------------------------------------------------------------------ pools
 
+def _current_ejections(context: dict) -> dict:
+    """{target id: [{node, until, ...}]} of the passive ejections in force now, read once
+    per serializer tree (the context dict is shared by the nested serializers)."""
+    cached = context.get("_ejections")
+    if cached is None:
+        from controlplane.telemetry import queries
+        cached = {}
+        for row in queries.ejections():
+            cached.setdefault(row["target_id"], []).append(row)
+        context["_ejections"] = cached
+    return cached
+
+
 class TargetSerializer(serializers.Serializer):
     id = StrictIntegerField(read_only=True)
     host = StrictCharField(max_length=253)
@@ -177,6 +190,18 @@ class TargetSerializer(serializers.Serializer):
                                     help_text="enabled, disabled or draining; wins over `enabled` when both are given.")
     healthy = StrictBooleanField(read_only=True, help_text="As last decided by the active checks.")
     health_reason = StrictCharField(read_only=True)
+    ejected_until = serializers.DateTimeField(
+        read_only=True, allow_null=True,
+        help_text="Passive health: the latest end of an ejection some node reports now; null: not ejected.")
+    ejected_by = serializers.ListField(child=StrictCharField(), read_only=True, required=False,
+                                       help_text="Names of the nodes that have ejected the target now.")
+
+    def to_representation(self, instance):
+        if isinstance(instance, Target):
+            rows = _current_ejections(self.context).get(instance.pk, ())
+            instance.ejected_until = max((r["until"] for r in rows), default=None)
+            instance.ejected_by = [r["node"] for r in rows]
+        return super().to_representation(instance)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)

@@ -73,6 +73,8 @@ def pool_dict(pool, targets) -> dict:
         "connect_timeout": pool.connect_timeout,
         "read_timeout": pool.read_timeout,
         "retries": pool.retries,
+        "passive_failures": pool.passive_failures,
+        "passive_ejection_seconds": pool.passive_ejection_seconds,
         "tls": {"enabled": pool.tls_enabled, "verify": pool.tls_verify,
                 "ca_pem": pool.tls_ca_pem, "sni": pool.tls_sni},
         "health_check": _health_check(pool),

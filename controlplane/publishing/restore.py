@@ -73,6 +73,9 @@ def _restore_pool(data: dict, tenants: dict, number: int):
     pool.tenant = tenant
     for field in POOL_FIELDS:
         setattr(pool, field, data[field])
+    # versions published before these were in the snapshot lack them: the model defaults
+    pool.passive_failures = data.get("passive_failures", 5)
+    pool.passive_ejection_seconds = data.get("passive_ejection_seconds", 30.0)
     tls = data.get("tls") or {}
     pool.tls_enabled, pool.tls_verify = tls.get("enabled", False), tls.get("verify", True)
     pool.tls_ca_pem, pool.tls_sni = tls.get("ca_pem", ""), tls.get("sni", "")

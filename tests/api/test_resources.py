@@ -70,6 +70,43 @@ def test_it_updates_pool_targets_and_keeps_them_when_absent(staff_api, world):
         ("93.184.216.34", 8080, 5), ("93.184.216.40", 81, 1)]
 
 
+def test_it_shows_passive_ejections_beside_the_active_health_of_pool_targets(staff_api, world, as_role):
+    import datetime as dt
+    from django.utils import timezone
+    from controlplane.telemetry.models import TargetEjection
+    pool = world["a"].pool
+    target = pool.targets.get()
+    other, _ = Node.register("edge-2")
+    until = (timezone.now() + dt.timedelta(seconds=30)).replace(microsecond=0)
+    TargetEjection.objects.create(node=world["node"], target=target, until=until - dt.timedelta(seconds=10),
+                                  reported=timezone.now())
+    TargetEjection.objects.create(node=other, target=target, until=until, reported=timezone.now())
+    gone = world["b"].pool.targets.get()  # an ejection that has ended is not shown
+    TargetEjection.objects.create(node=world["node"], target=gone, until=timezone.now() - dt.timedelta(seconds=1),
+                                  reported=timezone.now())
+    for client in (staff_api, as_role("viewer")):
+        r = client.get(f"{BASE}/pools/{pool.pk}/")
+        assert r.status_code == 200, r.json()
+        (t,) = r.json()["targets"]
+        assert t["healthy"] is True  # the active state is still there, beside it
+        assert sorted(t["ejected_by"]) == ["edge-1", "edge-2"]
+        assert dt.datetime.fromisoformat(t["ejected_until"].replace("Z", "+00:00")) == until
+    listed = {p["name"]: p for p in staff_api.get(f"{BASE}/pools/").json()["results"]}
+    assert listed["beta-web"]["targets"][0]["ejected_until"] is None
+    assert listed["beta-web"]["targets"][0]["ejected_by"] == []
+    assert listed["alpha-web"]["targets"][0]["ejected_by"] != []
+
+
+def test_it_validates_the_passive_health_settings_of_a_pool(staff_api, world):
+    pool = world["a"].pool
+    r = staff_api.patch(f"{BASE}/pools/{pool.pk}/", {"passive_failures": 2, "passive_ejection_seconds": 7.5},
+                        format="json")
+    assert r.status_code == 200, r.json()
+    assert (r.json()["passive_failures"], r.json()["passive_ejection_seconds"]) == (2, 7.5)
+    r = staff_api.patch(f"{BASE}/pools/{pool.pk}/", {"passive_ejection_seconds": 99999}, format="json")
+    assert r.status_code == 400 and "passive_ejection_seconds" in str(r.json())
+
+
 def test_it_deletes_an_unused_pool(staff_api, world):
     r = staff_api.post(f"{BASE}/pools/", {"tenant": "alpha", "name": "spare", "targets": []}, format="json")
     assert r.status_code == 201, r.json()

@@ -42,6 +42,27 @@ def test_it_compiles_a_snapshot_the_schema_accepts():
     assert platform_pool["policy"] == {"restricted": False, "allowed_networks": []}
 
 
+def test_it_compiles_the_pools_passive_health_settings():
+    route("api", pool_obj=pool("tuned", passive_failures=2, passive_ejection_seconds=7.5))
+    route("plain")
+    snap = compiler.compile_snapshot()
+    by_name = {p["name"]: p for p in snap["pools"]}
+    assert (by_name["tuned"]["passive_failures"], by_name["tuned"]["passive_ejection_seconds"]) == (2, 7.5)
+    assert (by_name["plain-pool"]["passive_failures"],
+            by_name["plain-pool"]["passive_ejection_seconds"]) == (5, 30.0)
+    parsed = {p.name: p for p in schema.parse_snapshot(snap).pools}
+    assert (parsed["tuned"].passive_failures, parsed["tuned"].passive_ejection_seconds) == (2, 7.5)
+
+
+def test_it_refuses_passive_health_settings_out_of_range():
+    with pytest.raises(ValidationError) as exc:
+        pool("bad", passive_failures=1001)
+    assert "passive_failures" in exc.value.message_dict
+    with pytest.raises(ValidationError) as exc:
+        pool("bad", passive_ejection_seconds=0.1)
+    assert "passive_ejection_seconds" in exc.value.message_dict
+
+
 def test_it_compiles_only_enabled_routes_and_the_pools_they_use():
     used = route("used")
     pool("unused")

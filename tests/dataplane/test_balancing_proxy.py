@@ -183,6 +183,35 @@ async def test_connect_failures_eject_and_last_target_is_never_ejected(made):
     assert p2.state.ejections() == []
 
 
+async def test_pool_passive_settings_from_the_snapshot_are_used(made):
+    bad = await backend(made, b"bad", status=503)
+    good = await backend(made, b"good")
+    targets = [(1, "127.0.0.1", bad.port)] + [(i, "127.0.0.1", good.port) for i in range(2, 11)]
+    p = await proxy(made, targets, passive_failures=2, passive_ejection_seconds=7.0)
+    statuses = [(await get(p.port)).status for _ in range(40)]
+    assert statuses.count(503) == 2  # two 5xx in a row eject it, not the default five
+    assert len(bad.requests) == 2
+    ej = p.state.ejections()
+    assert [e["target"] for e in ej] == [1]
+    assert 6 < ej[0]["remaining_seconds"] <= 7.0
+    # 0 turns passive ejection off for the pool: the failing target keeps its share
+    p2 = await proxy(made, targets, passive_failures=0)
+    statuses = [(await get(p2.port)).status for _ in range(40)]
+    assert statuses.count(503) == 4 and p2.state.ejections() == []
+
+
+def test_passive_settings_default_and_are_validated():
+    from dataplane import schema
+    snap = schema.parse_snapshot(snapshot([pool(1, [(1, "127.0.0.1", 80)])], []))
+    assert (snap.pools[0].passive_failures, snap.pools[0].passive_ejection_seconds) == (5, 30.0)
+    for bad in ({"passive_failures": -1}, {"passive_failures": 1001}, {"passive_failures": 2.5},
+                {"passive_ejection_seconds": 0.5}, {"passive_ejection_seconds": 3601},
+                {"passive_ejection_seconds": "30"}):
+        with pytest.raises(schema.SnapshotInvalid) as exc:
+            schema.parse_snapshot(snapshot([pool(1, [(1, "127.0.0.1", 80)], **bad)], []))
+        assert f"pools[0].{next(iter(bad))}" in str(exc.value)
+
+
 # ---------------------------------------------------------------- retries (SPEC 4)
 
 def log_lines(path):

@@ -16,7 +16,8 @@ import pytest
 
 from tests.dataplane.helpers import (Backend, Client, NodeProcess, Proxy, get, pool, route,
                                      snapshot, wait_for)
-from tests.dataplane.test_errors import assert_error, free_port
+from tests.dataplane.helpers import refused_port
+from tests.dataplane.test_errors import assert_error
 
 
 @pytest.fixture
@@ -148,7 +149,7 @@ async def test_error_before_the_body_ended_reaches_the_client(made):
     """A 502 (refused target) or 413 sent while the client is still uploading must be
     read by the client, not destroyed by a reset (lingering close)."""
     b = made(await Backend().start())
-    snap = snapshot([pool(1, [(1, "127.0.0.1", free_port())]),
+    snap = snapshot([pool(1, [(1, "127.0.0.1", refused_port())]),
                      pool(2, [(2, "127.0.0.1", b.port)])],
                     [route(1, ["dead.test"], 1, max_body_size=0), route(2, ["small.test"], 2, max_body_size=1000)])
     p = made(await Proxy(snap).start())
