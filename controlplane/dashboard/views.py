@@ -227,14 +227,21 @@ def _change_flow(request, *, form, template, context, action, before=None, succe
     return render(request, template, {**context, "form": form, "preview": preview, "title": title})
 
 
+
+def _object_for_edit(p, queryset, pk):
+    """The object an edit form changes (404 outside the user's scope, 403 without the
+    role), or None for a new one (403 when the user may create nothing)."""
+    obj = p.get_or_404(queryset, id=pk) if pk else None
+    if obj is not None:
+        _require_edit(p, obj.tenant_id)
+    elif not p.can_edit_any:
+        raise PermissionDenied("your role is read-only")
+    return obj
+
 @login_required
 def route_edit(request, pk=None):
     p = get_principal(request)
-    route = p.get_or_404(Route.objects.select_related("tenant"), id=pk) if pk else None
-    if route is not None:
-        _require_edit(p, route.tenant_id)
-    elif not p.can_edit_any:
-        raise PermissionDenied("your role is read-only")
+    route = _object_for_edit(p, Route.objects.select_related("tenant"), pk)
     form = forms.RouteForm(request.POST or None, principal=p, instance=route)
     actor = Actor.from_request(request)
     before = services.serialize(route) if route else None
@@ -325,11 +332,7 @@ def pool_detail(request, pk):
 @login_required
 def pool_edit(request, pk=None):
     p = get_principal(request)
-    pool = p.get_or_404(Pool.objects.select_related("tenant"), id=pk) if pk else None
-    if pool is not None:
-        _require_edit(p, pool.tenant_id)
-    elif not p.can_edit_any:
-        raise PermissionDenied("your role is read-only")
+    pool = _object_for_edit(p, Pool.objects.select_related("tenant"), pk)
     form = forms.PoolForm(request.POST or None, principal=p, instance=pool)
     actor = Actor.from_request(request)
     before = services.serialize(pool) if pool else None
@@ -572,11 +575,7 @@ def alert_list(request):
 @login_required
 def channel_edit(request, pk=None):
     p = get_principal(request)
-    channel = p.get_or_404(AlertChannel.objects.select_related("tenant"), id=pk) if pk else None
-    if channel is not None:
-        _require_edit(p, channel.tenant_id)
-    elif not p.can_edit_any:
-        raise PermissionDenied("your role is read-only")
+    channel = _object_for_edit(p, AlertChannel.objects.select_related("tenant"), pk)
     form = forms.AlertChannelForm(request.POST or None, principal=p, instance=channel)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
