@@ -72,6 +72,8 @@ RESP_CLASS = {
 }
 # response body framing towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
+# body chunks at least this large are written on their own, not joined with the head
+JOIN_LIMIT = 16384
 # reasons client reading is paused (bit mask)
 P_UPSTREAM, P_BUFFER, P_PIPELINE, P_UPGRADE = 1, 2, 4, 8
 WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
@@ -841,6 +843,7 @@ class Exchange:
             mode = M_CLOSE if self.http10 else M_CHUNKED
         elif cl is not None:
             mode = M_LENGTH
+            c.body_left = int(cl)  # llhttp accepted it: digits only
         else:  # the upstream delimits the body by closing
             self.eof_body = True
             mode = M_CLOSE if self.http10 else M_CHUNKED
@@ -930,9 +933,11 @@ class Exchange:
             chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
         self.bytes_out += len(chunk)
         if self.out is not None:
-            self.out.append(chunk)
-        else:
-            self.conn.transport.write(chunk)
+            if len(chunk) < JOIN_LIMIT:
+                self.out.append(chunk)
+                return
+            self.flush()  # a large chunk is written as it is rather than copied by a join
+        self.conn.transport.write(chunk)
 
     def flush(self) -> None:
         """Write what one upstream read produced (head and body) with one call."""

@@ -4,7 +4,9 @@ A ``HostPool`` per (host, port) keeps idle keep-alive connections (LIFO, bounded
 closed when idle too long). Pools live in ``Upstreams``, which outlives config
 applies, so a new snapshot keeps the warm connections of unchanged targets.
 An ``UpstreamConnection`` parses responses with httptools and hands the events to the
-exchange currently using it (see forwarder.Exchange).
+exchange currently using it (see forwarder.Exchange). Once the head of a response with a
+Content-Length is parsed, the rest of its body bypasses the parser: each read is handed
+on as it came (llhttp's body callback would copy every byte into a new object).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def is_ip(host: str) -> bool:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("transport", "hostpool", "parser", "exchange", "idle_since", "closed",
                  "reused", "received", "reason", "headers", "head_request", "finish_after_feed",
-                 "peer")
+                 "peer", "body_left", "bypass", "keep")
 
     def __init__(self, hostpool: "HostPool"):
         self.transport = None
@@ -77,6 +79,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = False
         self.finish_after_feed = False
         self.peer = ""
+        self.body_left = 0    # bytes of a Content-Length body not yet received
+        self.bypass = False   # the rest of that body skips the parser
+        self.keep = False     # keep-alive verdict of the response being bypassed
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:  # unsolicited bytes on an idle connection
             self.close()
             return
+        if self.bypass:
+            return self.body_received(ex, data)
         self.received = True
         ex.up_last = time.monotonic()
         try:
@@ -110,12 +117,35 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if ex.out is not None:
             ex.flush()
+        if self.body_left > 0 and self.exchange is ex:
+            self.keep = self.parser.should_keep_alive()
+            self.bypass = True
         if self.finish_after_feed:  # a HEAD response: llhttp would wait for the body
             self.finish_after_feed = False
             keep = self.parser.should_keep_alive()
             self.parser = HttpResponseParser(self)
             if self.exchange is ex:
                 ex.upstream_done(self, keep)
+
+    def body_received(self, ex: Any, data: bytes) -> None:
+        """A read inside a Content-Length body, relayed without parsing."""
+        ex.up_last = time.monotonic()
+        left = self.body_left
+        n = len(data)
+        if n < left:
+            self.body_left = left - n
+            ex.upstream_body(data)
+            return
+        self.body_left = 0
+        self.bypass = False
+        self.parser = HttpResponseParser(self)
+        keep = self.keep
+        if n > left:  # bytes after the response, with no request outstanding
+            data = data[:left]
+            keep = False
+        ex.upstream_body(data)
+        if self.exchange is ex:
+            ex.upstream_done(self, keep)
 
     def eof_received(self) -> bool:
         return False
@@ -155,9 +185,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.finish_after_feed = True
 
     def on_body(self, chunk: bytes) -> None:
+        if self.body_left:
+            self.body_left -= len(chunk)
         self.exchange.upstream_body(chunk)
 
     def on_message_complete(self) -> None:
+        self.body_left = 0
         if not self.finish_after_feed:
             self.exchange.upstream_done(self, self.parser.should_keep_alive())
 

@@ -279,3 +279,43 @@ async def test_absolute_form_uses_its_host(env):
     await c.send(b"GET http://app.test/abs HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
     assert (await c.response()).status == 400
     c.close()
+
+
+def _slow_body_responder(body: bytes, pieces: int, trailing: bytes = b""):
+    """A Content-Length response whose body arrives in ``pieces`` separate writes, so the
+    proxy sees the head and the body in different reads (the parser-bypass path)."""
+    async def respond(req, w):
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        await w.drain()
+        step = -(-len(body) // pieces)
+        for i in range(0, len(body), step):
+            await asyncio.sleep(0.01)
+            w.write(body[i:i + step])
+            await w.drain()
+        if trailing:
+            w.write(trailing)
+    return respond
+
+
+async def test_body_split_across_reads_arrives_exact_and_connection_is_reused(env):
+    body = bytes(range(256)) * 3000  # 768,000 bytes, not a multiple of any read size
+    b, p = await env(_slow_body_responder(body, 7))
+    c = await Client(p.port).connect()
+    for _ in range(3):
+        res = await c.request("GET", "/big")
+        assert res.status == 200
+        assert res.body == body
+    c.close()
+    assert b.connections == 1  # the upstream keep-alive connection survived each body
+
+
+async def test_bytes_after_a_content_length_body_are_not_relayed_and_connection_not_reused(env):
+    body = b"x" * 200_000
+    b, p = await env(_slow_body_responder(body, 3, trailing=b"HTTP/1.1 200 OK\r\nsmuggled"))
+    c = await Client(p.port).connect()
+    res = await c.request("GET", "/one")
+    assert res.status == 200 and res.body == body
+    res = await c.request("GET", "/two")  # must not be answered by the smuggled bytes
+    assert res.status == 200 and res.body == body
+    c.close()
+    assert b.connections == 2
