@@ -363,6 +363,8 @@ class ClientConnection(asyncio.Protocol):
         if self.active is not ex:
             return
         self.active = None
+        if self.cur is ex and ex.req_complete:
+            self.cur = None  # an idle keep-alive connection holds no finished exchange
         self.requests += 1
         self.idle_since = monotonic()
         if not ex.keep_alive or self.server.draining and not self.queue:
