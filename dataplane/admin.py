@@ -4,13 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from dataplane import metrics as metrics_mod
+from dataplane import exposition
 
 
 def make_app(state: Any) -> web.Application:
-    registry = state.metrics.registry()
+    registry = exposition.registry(state.metrics)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -21,8 +20,8 @@ def make_app(state: Any) -> web.Application:
         return web.Response(status=503, text="no configuration loaded\n")
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=metrics_mod.render(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=exposition.render(registry),
+                            headers={"Content-Type": exposition.CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

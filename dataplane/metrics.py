@@ -1,5 +1,6 @@
 """Per-process counters kept in plain dicts and lists, exposed to Prometheus by a
-custom collector at scrape time, so the hot path never takes prometheus_client locks.
+custom collector at scrape time (exposition.py, loaded only by the process serving the
+admin listener), so the hot path never takes prometheus_client locks.
 Labels are bounded: route names, code classes, Proxy-Status types, pool/target ids.
 
 ``Metrics.delta_report()`` turns the same counters into the per-route deltas the
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from typing import Any, Callable, Iterable
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from dataplane import schema
 
@@ -139,66 +137,3 @@ class Metrics:
             entry["bytes_in"] += cur[4] - last[4]
             entry["bytes_out"] += cur[5] - last[5]
         return out
-
-    def registry(self) -> CollectorRegistry:
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Collector(self))
-        return reg
-
-
-class _Collector:
-    def __init__(self, m: Metrics):
-        self.m = m
-
-    def collect(self) -> Iterable[Any]:
-        m = self.m
-        req = CounterMetricFamily("switchyard_requests", "Requests handled by this node",
-                                  labels=("route", "code_class", "proxy_status"))
-        dur = HistogramMetricFamily("switchyard_request_duration_seconds",
-                                    "Time from request headers to the last response byte",
-                                    labels=("route",))
-        up = HistogramMetricFamily("switchyard_upstream_duration_seconds",
-                                   "Time from sending upstream to the response headers",
-                                   labels=("route",))
-        # Stats kept per route id are added up per name: one series per label set.
-        by_name: dict[str, list[RouteStats]] = {}
-        for s in list(m.routes.values()):
-            by_name.setdefault(s.name, []).append(s)
-        for name, group in by_name.items():
-            if len(group) > 1:
-                merged = RouteStats(name)
-                for s in group:
-                    for k, n in list(s.requests.items()):
-                        merged.requests[k] = merged.requests.get(k, 0) + n
-                    for mine, theirs in ((merged.duration, s.duration), (merged.upstream, s.upstream)):
-                        mine.counts = [a + b for a, b in zip(mine.counts, theirs.counts)]
-                        mine.sum += theirs.sum
-                s = merged
-            else:
-                s = group[0]
-            for (cls, ps), n in list(s.requests.items()):
-                req.add_metric((name, cls, ps), n)
-            if s.duration.counts != [0] * len(s.duration.counts) or name != NO_ROUTE:
-                dur.add_metric((name,), *s.duration.family_args())
-                up.add_metric((name,), *s.upstream.family_args())
-        yield req
-        yield dur
-        yield up
-        yield GaugeMetricFamily("switchyard_active_connections", "Open client connections",
-                                value=m.active_connections)
-        yield GaugeMetricFamily("switchyard_config_version", "Applied config version",
-                                value=m.config_version if m.config_version is not None else -1)
-        applies = CounterMetricFamily("switchyard_config_applies", "Config applies by result",
-                                      labels=("result",))
-        for result, n in m.applies.items():
-            applies.add_metric((result,), n)
-        yield applies
-        health = GaugeMetricFamily("switchyard_target_healthy", "1 if the target gets traffic",
-                                   labels=("pool", "target"))
-        for pool, target, ok in m.target_health():
-            health.add_metric((pool, target), 1.0 if ok else 0.0)
-        yield health
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)

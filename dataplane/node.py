@@ -181,7 +181,6 @@ class Node:
             print(f"switchyard: snapshot {self.opts.snapshot} rejected: {exc}", file=sys.stderr)
 
     async def start(self) -> None:
-        from dataplane import admin
         from dataplane.forwarder import ProxyServer
         loop = asyncio.get_running_loop()
         opts = self.opts
@@ -227,7 +226,8 @@ class Node:
         if opts.worker_fd >= 0:
             await self.link.ready()
             self._link_task = asyncio.ensure_future(self.link.run())
-        else:
+        else:  # workers leave the admin listener (aiohttp, prometheus_client) to the supervisor
+            from dataplane import admin
             ahost, aport = split_addr(opts.admin)
             self.admin_runner, aport = await admin.start(self.state, ahost, aport)
             print(f"switchyard: node {opts.name} listening http={host}:{port} "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dataplane import metrics as metrics_mod
+from dataplane import exposition
 from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, refused_port
 
 
@@ -156,7 +156,7 @@ async def test_consecutive_5xx_eject_the_target_and_metrics_show_it(made):
     assert len(bad.requests) == 5
     ej = p.state.ejections()
     assert [e["target"] for e in ej] == [1] and ej[0]["pool"] == "pool1"
-    text = metrics_mod.render(p.state.metrics.registry()).decode()
+    text = exposition.render(exposition.registry(p.state.metrics)).decode()
     assert f'switchyard_target_healthy{{pool="pool1",target="127.0.0.1:{bad.port}"}} 0.0' in text
     assert f'switchyard_target_healthy{{pool="pool1",target="127.0.0.1:{good.port}"}} 1.0' in text
     # ejection survives a config apply

@@ -49,6 +49,11 @@ async def test_two_workers_serve_apply_and_drain(tmp_path):
         worker_pids = {int(p) for p in err.split("pids=")[1].split()[0].split(",")}
         assert len(worker_pids) == 2 and node.proc.pid not in worker_pids
         assert await serve_until_both(node, "app.test") == worker_pids
+        for pid in worker_pids:  # the admin listener's libraries stay in the supervisor
+            maps = open(f"/proc/{pid}/maps").read()
+            assert "/aiohttp/" not in maps and "/multidict/" not in maps, pid
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics") as r:
+            assert b"switchyard_requests_total" in r.read()  # served by the supervisor
 
         # a config change (SIGHUP reloads the file in the supervisor) reaches both workers
         (tmp_path / "snapshot.json").write_text(json.dumps(

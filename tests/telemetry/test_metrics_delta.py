@@ -1,6 +1,7 @@
 """Metrics.delta_report: the per-route deltas a node reports to the control plane."""
 from dataplane import schema
-from dataplane.metrics import BUCKETS, Metrics, render
+from dataplane.exposition import registry, render
+from dataplane.metrics import BUCKETS, Metrics
 
 
 def slot(seconds: float) -> int:
@@ -46,7 +47,7 @@ def test_it_keeps_same_named_routes_of_two_tenants_apart():
     m.route("api", 2).observe(500, "", 0.01, 0.01)
     report = m.delta_report()
     assert report[1]["requests"] == 1 and report[2]["requests"] == 2
-    text = render(m.registry()).decode()
+    text = render(registry(m)).decode()
     # Prometheus sees one series per route name: the two are added up.
     assert 'switchyard_request_duration_seconds_count{route="api"} 3.0' in text
     assert text.count('switchyard_request_duration_seconds_count{route="api"}') == 1
