@@ -597,6 +597,45 @@ def section_compare(lab: Lab, s: Settings, report: dict) -> None:
                          "results": res, "runs": runs[load.key]}
     report["compare"] = out
     report["targets"] = {t.name: {"available": t.available, "note": t.note, "cpus": t.cpus} for t in targets}
+    report["two_workers"] = two_worker_ceiling(out["small_keepalive"]["results"], lab.pinned)
+    report["processes"] = {t.name: process_rss(t) for t in targets
+                           if t.kind == "switchyard" and t.available}
+    log("\n== Switchyard processes after the loads (RSS each)")
+    for name, procs in report["processes"].items():
+        log(f"{name:<15} " + ", ".join(f"{p['role']} {p['rss_kib'] / 1024:.1f} MiB" for p in procs))
+
+
+def two_worker_ceiling(res: dict, pinned: bool) -> dict:
+    """How far two workers can go past one on this machine, from the same run's figures.
+
+    The load generator and the backend (together ``l`` CPU µs per request: CPU 0 is
+    saturated by them alone in the direct run, so l = 1 s / direct req/s) share the two
+    CPUs with the two workers (``p`` µs per request each, from switchyard-1w), so at
+    best 2 CPUs / (p + l) requests per second, against 1 / p for one pinned worker:
+    a ceiling of 2p / (p + l) times one worker, whatever the proxy does."""
+    one, two, direct = (res.get(k) or {} for k in ("switchyard-1w", "switchyard-2w", "direct"))
+    p, d = one.get("cpu_us_per_req"), direct.get("rps")
+    if not (pinned and p and d and one.get("rps") and two.get("rps")):
+        return {}
+    l_us = 1e6 / d
+    ceiling_rps = 2e6 / (p + l_us)
+    out = {"measured_ratio": two["rps"] / one["rps"], "proxy_us_per_req": p,
+           "load_and_backend_us_per_req": l_us, "ceiling_rps": ceiling_rps,
+           "ceiling_ratio": ceiling_rps / one["rps"]}
+    log(f"   two workers: {two['rps']:.0f} req/s = {out['measured_ratio']:.2f}x one worker. Ceiling "
+        f"here: the load generator and backend ({l_us:.1f} us/req = 1 s / direct req/s) share the "
+        f"2 CPUs with the workers ({p:.1f} us/req), so at most 2 s / ({p:.1f} + {l_us:.1f}) us = "
+        f"{ceiling_rps:.0f} req/s = {out['ceiling_ratio']:.2f}x one worker (1.4x would need "
+        f"p >= 2.33 l)")
+    return out
+
+
+def process_rss(t: Target) -> list[dict]:
+    """RSS of each process of a Switchyard target: the node (supervisor with --workers N)
+    first, then its workers."""
+    pids = t.pids()
+    roles = ["node"] if len(pids) == 1 else ["supervisor"] + [f"worker {i + 1}" for i in range(len(pids) - 1)]
+    return [{"pid": pid, "role": role, "rss_kib": rss_kib([pid])} for pid, role in zip(pids, roles)]
 
 
 def host_sample(n_routes: int, k: int) -> list[str]:
