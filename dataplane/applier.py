@@ -6,6 +6,7 @@ affected by a swap.
 """
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -102,6 +103,7 @@ class NodeState:
         self.outlier.forget_except(set(tables.targets))
         self.metrics.applies["ok"] += 1
         self.metrics.config_version = version
+        settle_heap()
         return (time.perf_counter() - t0) * 1000.0
 
     def _build(self, version: int, digest: str, snap: schema.Snapshot) -> Tables:
@@ -171,3 +173,18 @@ class NodeState:
         for pool in self.tables.pools.values():
             for t in pool.targets:
                 yield pool.name, t.addr, t.live
+
+
+def settle_heap() -> None:
+    """Free the replaced tables and move the live ones out of the collector's sight.
+
+    A snapshot becomes hundreds of thousands of long-lived objects at 10,000 routes; left
+    to the cyclic collector, every full collection walks them all while requests wait
+    (measured: 54 ms pauses). After an apply we collect once (the replaced tables, cycles
+    included) and freeze what survives: later collections only see per-request garbage.
+    The one full collection here costs about what one such pause would, once per apply.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
