@@ -446,6 +446,7 @@ class Load:
     conns: int = 64
     close: bool = False
     rate: int = 0
+    colocate: bool = False      # the proxy moves to the load generator's CPU for this load
 
 
 def run_wrk(lab: Lab, port: int, load: Load, duration: int, script: Path | None = None) -> dict:
@@ -478,8 +479,34 @@ def run_openloop(lab: Lab, port: int, load: Load, duration: float, warmup: float
     return r
 
 
+def set_cpus(pids: list[int], cpus: str) -> None:
+    """Pin every thread of ``pids`` to ``cpus`` ("0", "0-1")."""
+    lo, _, hi = cpus.partition("-")
+    mask = set(range(int(lo), int(hi or lo) + 1))
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                pass
+
+
 def measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool = False) -> dict:
     """One run of ``load`` against ``t`` with the proxy's CPU time and RSS around it."""
+    if load.colocate and lab.pinned and t.kind != "direct":
+        set_cpus(t.pids(), lab.load_cpus)
+        try:
+            return _measure(lab, t, load, duration, warmup_only)
+        finally:
+            set_cpus(t.pids(), t.cpus or f"0-{(os.cpu_count() or 1) - 1}")
+    return _measure(lab, t, load, duration, warmup_only)
+
+
+def _measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool) -> dict:
     pids = t.pids()
     c0 = cpu_seconds(pids)
     if load.kind == "wrk":
@@ -571,6 +598,9 @@ def section_compare(lab: Lab, s: Settings, report: dict) -> None:
                            "asyncio client, latency includes queueing for a connection)", "openloop",
              conns=s.rate_conns, rate=s.rate),
         Load("single_conn", f"one connection, closed loop (latency added over direct)", "wrk", conns=1),
+        Load("single_conn_colocated", "one connection, closed loop, the proxy moved to the load "
+                                      "generator's CPU 0 for this load (no cross-CPU wake-ups)",
+             "wrk", conns=1, colocate=True),
     ]
     live = [t for t in targets if t.available]
     if s.warmup:
