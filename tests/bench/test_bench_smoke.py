@@ -39,7 +39,7 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_quick_bench_runs_end_to_end(tmp_path):
     missing = _missing()
     if missing:
