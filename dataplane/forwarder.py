@@ -171,6 +171,7 @@ class ProxyServer:
         self.keepalive_timeout = KEEPALIVE_TIMEOUT
         self.max_connections = 0  # 0: no cap
         self.refused_connections = 0
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first connection
         from dataplane.accesslog import route_prefix
         self.no_route_prefix = route_prefix(state.node_name, None, None)
 
@@ -229,6 +230,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         server = self.server
+        if server.loop is None:  # get_running_loop() costs a getpid() call: once here
+            server.loop = asyncio.get_running_loop()
         if server.max_connections and len(server.connections) >= server.max_connections:
             # over the cap: close at once, before reading anything (no state kept)
             server.refused_connections += 1
@@ -753,7 +756,7 @@ class Exchange:
         if self.conn.write_paused:
             c.transport.pause_reading()
             self.up_paused = True
-        self.timer = asyncio.get_running_loop().call_later(self.pool.read_timeout, self.on_timer)
+        self.timer = self.conn.server.loop.call_later(self.pool.read_timeout, self.on_timer)
 
     def on_timer(self) -> None:
         self.timer = None
@@ -762,7 +765,7 @@ class Exchange:
         rt = self.pool.read_timeout
         idle = monotonic() - self.up_last
         if idle < rt:
-            self.timer = asyncio.get_running_loop().call_later(rt - idle + 0.001, self.on_timer)
+            self.timer = self.conn.server.loop.call_later(rt - idle + 0.001, self.on_timer)
             return
         if self.resp_started:
             self.abort_client("http_response_timeout")
