@@ -377,6 +377,8 @@ backend be
                 "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{free_port()}",
                 "--admin", f"127.0.0.1:{admin}", "--access-log", str(self.tmp / f"{name}-access.log"),
                 "--cache-dir", str(self.tmp / f"{name}-cache"), "--workers", str(workers)]
+        if workers > 1 and self.pinned:
+            argv += ["--worker-cpu-affinity", "auto"]  # one worker per CPU
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_NODE_")}
         p = Proc(name, argv, self.tmp / f"{name}.log", env=env, cpus=cpus)
         wait_port(port, p)
@@ -479,31 +481,35 @@ def run_openloop(lab: Lab, port: int, load: Load, duration: float, warmup: float
     return r
 
 
-def set_cpus(pids: list[int], cpus: str) -> None:
-    """Pin every thread of ``pids`` to ``cpus`` ("0", "0-1")."""
-    lo, _, hi = cpus.partition("-")
-    mask = set(range(int(lo), int(hi or lo) + 1))
+def threads(pids: list[int]) -> list[int]:
+    out = []
     for pid in pids:
         try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            out += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except OSError:
-            continue
-        for tid in tids:
-            try:
-                os.sched_setaffinity(tid, mask)
-            except OSError:
-                pass
+            pass
+    return out
 
 
 def measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool = False) -> dict:
     """One run of ``load`` against ``t`` with the proxy's CPU time and RSS around it."""
-    if load.colocate and lab.pinned and t.kind != "direct":
-        set_cpus(t.pids(), lab.load_cpus)
+    if not (load.colocate and lab.pinned and t.kind != "direct"):
+        return _measure(lab, t, load, duration, warmup_only)
+    saved = {}
+    for tid in threads(t.pids()):  # every thread to the load generator's CPU, then back
         try:
-            return _measure(lab, t, load, duration, warmup_only)
-        finally:
-            set_cpus(t.pids(), t.cpus or f"0-{(os.cpu_count() or 1) - 1}")
-    return _measure(lab, t, load, duration, warmup_only)
+            saved[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {int(lab.load_cpus)})
+        except OSError:
+            pass
+    try:
+        return _measure(lab, t, load, duration, warmup_only)
+    finally:
+        for tid, cpus in saved.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
 
 
 def _measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool) -> dict:
@@ -618,7 +624,7 @@ def section_compare(lab: Lab, s: Settings, report: dict) -> None:
                 log(f"   {load.key:<16} {t.name:<14} {r['rps']:>9.0f} req/s  p99 {fmt_us(r['p99_us']):>8}"
                     f"  cpu {fmt(r['cpu_us_per_req'], '{:.1f}')} us/req  errors {r['errors']}")
     header = (f"wrk -t1 {s.duration}s x {s.rounds} rounds, medians; load on CPU {lab.load_cpus}, "
-              f"proxies on CPU {lab.proxy_cpus} (2 workers: unpinned)") if lab.pinned else "unpinned (1 CPU)"
+              f"proxies on CPU {lab.proxy_cpus} (2 workers: one per CPU)") if lab.pinned else "unpinned (1 CPU)"
     out = {}
     for load in loads:
         res = {name: summarize(rs) for name, rs in runs[load.key].items()}

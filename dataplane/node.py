@@ -31,6 +31,7 @@ class NodeOptions:
     access_log: str
     snapshot: str
     workers: int = 1
+    worker_cpu_affinity: str = "off"
     default_certificate: str = ""
     max_connections: int = 0
     header_timeout: float = 10.0
@@ -76,6 +77,10 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
                    help="worker processes sharing the listeners (SO_REUSEPORT); with more "
                         "than 1, a supervisor process holds the one control-plane "
                         "connection and the admin listener")
+    p.add_argument("--worker-cpu-affinity", choices=("off", "auto"),
+                   default=_env("worker_cpu_affinity", "off"),
+                   help="with --workers N: 'auto' pins worker i to the i-th allowed CPU "
+                        "(like nginx's worker_cpu_affinity auto); 'off' lets the kernel move them")
     p.add_argument("--max-connections", type=int, default=int(_env("max_connections", "0")),
                    help="concurrent client connections per worker (0: no cap); more are "
                         "closed at once")
@@ -109,6 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> NodeOptions:
                        nets, a.access_log, a.snapshot, a.workers,
                        default_certificate=a.default_certificate_name)
     opts.max_connections = a.max_connections
+    opts.worker_cpu_affinity = a.worker_cpu_affinity
     opts.header_timeout = a.header_timeout
     opts.body_idle_timeout = a.body_idle_timeout
     opts.keepalive_timeout = a.keepalive_timeout

@@ -191,6 +191,16 @@ class Fanout:
         return self.sup
 
 
+def pin_worker(pid: int, index: int) -> None:
+    """``--worker-cpu-affinity auto`` (nginx's ``worker_cpu_affinity auto``): worker N
+    runs on the Nth CPU the supervisor may use, round robin when workers outnumber CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(pid, {cpus[index % len(cpus)]})
+    except OSError as exc:  # the worker already exited: its restart pins again
+        print(f"switchyard: cannot pin worker {pid}: {exc}", file=sys.stderr)
+
+
 class Supervisor:
     def __init__(self, opts: Any, argv: Sequence[str]):
         from dataplane.applier import NodeState
@@ -230,6 +240,8 @@ class Supervisor:
                 "--worker-fd", str(child.fileno()), "--control-plane", "", "--snapshot", ""]
         w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(child.fileno(),))
         child.close()
+        if getattr(self.opts, "worker_cpu_affinity", "off") == "auto":
+            pin_worker(w.proc.pid, index)
         w.reader, w.writer = await asyncio.open_unix_connection(sock=parent)
         await send_msg(w.writer, {**self.current_config, "id": 0})
         if self.health:

@@ -1,8 +1,11 @@
 """`python -m dataplane --workers 2`: both processes serve, config reaches both, drain."""
 import asyncio
 import json
+import os
 import signal
 import urllib.request
+
+import pytest
 
 from tests.dataplane.helpers import Backend, NodeProcess, get, pool, route, snapshot, wait_for
 
@@ -100,6 +103,32 @@ async def test_two_workers_serve_apply_and_drain(tmp_path):
         data = await asyncio.wait_for(r.read(), 10)
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"done")
         assert await loop.run_in_executor(None, node.proc.wait, 15) == 0
+    finally:
+        node.stop()
+        await b.close()
+
+
+def _allowed_cpus(pid: int) -> str:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+async def test_worker_cpu_affinity_auto_pins_one_worker_per_cpu(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    b = await Backend().start()
+    snap = snapshot([pool(1, [(1, "127.0.0.1", b.port)])], [route(1, ["app.test"], 1)])
+    node = await NodeProcess(tmp_path, snap, "--workers", "2",
+                             "--worker-cpu-affinity", "auto").ready(timeout=30)
+    try:
+        err = node.stderr()
+        worker_pids = [int(p) for p in err.split("pids=")[1].split()[0].split(",")]
+        assert sorted(_allowed_cpus(p) for p in worker_pids) == [str(cpus[0]), str(cpus[1])]
+        assert _allowed_cpus(node.proc.pid) != _allowed_cpus(worker_pids[0])  # supervisor free
+        assert await serve_until_both(node, "app.test") == set(worker_pids)
     finally:
         node.stop()
         await b.close()
