@@ -68,7 +68,7 @@ class Settings:
     idle_conns: int = 10000
     hc_args: tuple = ("--targets", "1000", "--procs", "2", "--pools", "10", "--interval", "5",
                       "--rounds", "3", "--mode", "both")
-    sections: tuple = ("compare", "routes", "compile", "sync", "idle", "health")
+    sections: tuple = ("compare", "routes", "compile", "sync", "idle", "health", "profile")
     production: str = "auto"    # auto | on | off
     results: str = str(RESULTS)
 
@@ -136,17 +136,23 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (all their threads), from /proc/PID/stat."""
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) seconds of the processes (all their threads), from /proc/PID/stat."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # fields 14 and 15 of stat(5)
+            user += int(fields[11])     # field 14 of stat(5)
+            system += int(fields[12])   # field 15
         except (OSError, IndexError, ValueError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes (all their threads)."""
+    return sum(cpu_times(pids))
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -514,15 +520,17 @@ def measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool = 
 
 def _measure(lab: Lab, t: Target, load: Load, duration: int, warmup_only: bool) -> dict:
     pids = t.pids()
-    c0 = cpu_seconds(pids)
+    u0, s0 = cpu_times(pids)
     if load.kind == "wrk":
         r = run_wrk(lab, t.port, load, duration)
     else:
         secs = 0.5 if lab.s.quick else duration
         r = run_openloop(lab, t.port, load, secs, 0.0 if warmup_only or lab.s.quick else 1.0)
-    c1 = cpu_seconds(t.pids())
-    r["cpu_s"] = c1 - c0
-    r["cpu_us_per_req"] = (c1 - c0) / r["requests"] * 1e6 if r["requests"] and t.kind != "direct" else None
+    u1, s1 = cpu_times(t.pids())
+    r["cpu_s"] = (u1 - u0) + (s1 - s0)
+    per_req = r["requests"] and t.kind != "direct"
+    r["cpu_us_per_req"] = r["cpu_s"] / r["requests"] * 1e6 if per_req else None
+    r["sys_us_per_req"] = (s1 - s0) / r["requests"] * 1e6 if per_req else None
     r["rss_kib"] = rss_kib(t.pids())
     return r
 
@@ -533,7 +541,7 @@ def med(values):
 
 
 def summarize(runs: list[dict]) -> dict:
-    keys = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "mib_s")
+    keys = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "sys_us_per_req", "mib_s")
     out = {k: med([r.get(k) for r in runs]) for k in keys}
     out["rss_kib"] = max((r.get("rss_kib") or 0) for r in runs) if runs else None
     out["errors"] = sum(r.get("errors", 0) for r in runs)
@@ -560,7 +568,7 @@ def fmt(v, spec="{:.0f}") -> str:
 def print_table(load: Load, header: str, results: dict[str, dict], targets: list[Target]) -> None:
     log(f"\n== {load.title}  [{header}]")
     cols = f"{'target':<15} {'req/s':>9} {'x nginx':>8} {'p50':>8} {'p99':>8} {'+p50':>8} {'+p99':>8} " \
-           f"{'CPU us/req':>10} {'RSS MiB':>8} {'errors':>6}"
+           f"{'CPU us/req':>10} {'of it sys':>9} {'RSS MiB':>8} {'errors':>6}"
     if load.path == "/big":
         cols += f" {'MiB/s':>7}"
     log(cols)
@@ -577,7 +585,8 @@ def print_table(load: Load, header: str, results: dict[str, dict], targets: list
         r["ratio_to_nginx"], r["added_p50_us"], r["added_p99_us"] = ratio, add50, add99
         line = (f"{t.name:<15} {fmt(r['rps']):>9} {fmt(ratio, '{:.2f}'):>8} {fmt_us(r['p50_us']):>8} "
                 f"{fmt_us(r['p99_us']):>8} {fmt_us(add50):>8} {fmt_us(add99):>8} "
-                f"{fmt(r['cpu_us_per_req'], '{:.1f}'):>10} {fmt((r['rss_kib'] or 0) / 1024, '{:.1f}'):>8} "
+                f"{fmt(r['cpu_us_per_req'], '{:.1f}'):>10} {fmt(r.get('sys_us_per_req'), '{:.1f}'):>9} "
+                f"{fmt((r['rss_kib'] or 0) / 1024, '{:.1f}'):>8} "
                 f"{r['errors']:>6}")
         if load.path == "/big":
             line += f" {fmt(r.get('mib_s')):>7}"
@@ -953,6 +962,42 @@ def section_health(lab: Lab, s: Settings, report: dict) -> None:
     report["health_checks"] = {"args": list(s.hc_args), "modes": modes, "exit": out.returncode}
 
 
+def section_profile(lab: Lab, s: Settings, report: dict) -> None:
+    """py-spy on a pinned 1-worker node under the small keep-alive load (bench/profile.py)."""
+    from bench import profile
+    if profile.py_spy() is None:
+        log("\n== profile: skipped, py-spy is not installed (pip install -r requirements-test.txt)")
+        report["profile"] = {"skipped": "py-spy not installed"}
+        return
+    t = lab.start_switchyard("switchyard-profile", 1)
+    try:
+        lab.check(t)
+        load = Load("small_keepalive", "", "wrk", conns=s.conns)
+        run_wrk(lab, t.port, load, max(1, s.warmup))
+        plain = measure(lab, t, load, s.duration)  # the CPU split, without the profiler attached
+        seconds = max(1, s.duration - 2)
+        out = lab.tmp / "profile.raw"
+        spy = profile.record(t.pids()[0], seconds, out)
+        r = run_wrk(lab, t.port, load, s.duration)
+        _, err = spy.communicate(timeout=seconds + 60)
+        if not out.exists():
+            raise RuntimeError(f"py-spy wrote no profile: {err[-1000:]}")
+        summary = profile.summarize(out)
+        summary["rps"] = r["rps"]
+        summary["unprofiled"] = {k: plain[k] for k in ("rps", "cpu_us_per_req", "sys_us_per_req")}
+    finally:
+        t.proc.stop()
+    log(f"\n== where a worker's time goes (py-spy --native, {seconds}s of the small keep-alive load "
+        f"at {r['rps']:.0f} req/s, 1 worker pinned to CPU {lab.proxy_cpus})")
+    u = summary["unprofiled"]
+    if u["cpu_us_per_req"] is not None:
+        log(f"   without the profiler: {u['rps']:.0f} req/s, CPU {u['cpu_us_per_req']:.1f} us/request = "
+            f"user {u['cpu_us_per_req'] - u['sys_us_per_req']:.1f} + system {u['sys_us_per_req']:.1f} "
+            f"(/proc/PID/stat; compare nginx's split in the first table)")
+    profile.print_summary(summary, log)
+    report["profile"] = summary
+
+
 # ----------------------------------------------------------------------------- main
 def tool_versions() -> dict:
     def first(argv):
@@ -1042,7 +1087,8 @@ def main(argv=None) -> int:
         lab.start_backend()
         lab.check(lab.backend)
         for name, fn in (("compare", section_compare), ("routes", section_routes), ("idle", section_idle),
-                         ("compile", section_compile), ("sync", section_sync), ("health", section_health)):
+                         ("compile", section_compile), ("sync", section_sync), ("health", section_health),
+                         ("profile", section_profile)):
             if name not in s.sections:
                 continue
             try:

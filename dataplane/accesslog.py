@@ -21,21 +21,28 @@ def route_prefix(node: str, route: str | None, tenant: str | None) -> str:
 
 
 class _Clock:
-    """ISO-8601 UTC with milliseconds; the seconds part is formatted once a second."""
+    """ISO-8601 UTC with milliseconds; the seconds part is formatted once a second and
+    the whole stamp once a millisecond (requests finishing in the same one share it)."""
 
-    __slots__ = ("sec", "text")
+    __slots__ = ("sec", "text", "ms", "stamp")
 
     def __init__(self) -> None:
         self.sec = -1
         self.text = ""
+        self.ms = -1
+        self.stamp = ""
 
     def now(self) -> str:
-        t = time.time()
-        sec = int(t)
+        ms = int(time.time() * 1000)
+        if ms == self.ms:
+            return self.stamp
+        self.ms = ms
+        sec = ms // 1000
         if sec != self.sec:
             self.sec = sec
             self.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self.text}.{int((t - sec) * 1000):03d}Z"
+        self.stamp = f"{self.text}.{ms % 1000:03d}Z"
+        return self.stamp
 
 
 class AccessLog:

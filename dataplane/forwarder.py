@@ -827,13 +827,14 @@ class Exchange:
             extra = route.resp_extra
         te = cl = via = None
         named = None
-        kept = []
+        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+        add = parts.append
         for name, value in headers:
             lname = name.lower()
             cls = RESP_CLASS.get(lname)
             if cls is None:
                 if not drop or lname not in drop:
-                    kept.append((lname, name + b": " + value + b"\r\n"))
+                    add(name + b": " + value + b"\r\n")
             elif cls == R_CL:
                 cl = value
             elif cls == R_TE:
@@ -855,11 +856,9 @@ class Exchange:
         self.mode = mode
         if mode == M_CLOSE or self.conn.server.draining:  # draining: tell the client
             self.keep_alive = False
-        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        if named:
-            parts.extend(line for lname, line in kept if lname not in named)
-        else:
-            parts.extend(line for _, line in kept)
+        if named:  # headers the upstream's Connection names are hop-by-hop too (rare)
+            parts[1:] = [line for line in parts[1:]
+                         if line.split(b":", 1)[0].lower() not in named]
         if extra:
             parts.append(extra)
         if self.set_cookie is not None:

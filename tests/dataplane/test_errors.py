@@ -198,3 +198,20 @@ async def test_admin_endpoints_and_metrics():
         await b.close()
     finally:
         await runner.cleanup()
+
+
+def test_access_log_time_is_utc_with_milliseconds_and_never_goes_back():
+    import datetime
+    import time
+
+    from dataplane.accesslog import _Clock
+    clock = _Clock()
+    last = None
+    for _ in range(2000):
+        before = time.time()
+        stamp = clock.now()
+        t = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        assert before - 0.002 <= t <= time.time() + 0.001, (stamp, before)
+        assert last is None or stamp >= last
+        last = stamp
