@@ -29,7 +29,7 @@ test: test-deps
 
 # Benchmarks side by side with nginx and HAProxy (bench/README.md); e.g. BENCH_ARGS=--quick
 BENCH_ARGS ?=
-bench: deps
+bench: test-deps
 	$(PY) -m bench $(BENCH_ARGS)
 
 venv: $(VENV)/bin/python

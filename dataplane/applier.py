@@ -100,6 +100,8 @@ class NodeState:
             self.metrics.applies["error"] += 1
             raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")])
         self.tables = tables
+        self.upstreams.retire_unused({s.hostpool for states in tables.targets.values()
+                                     for s in states})
         self.outlier.forget_except(set(tables.targets))
         self.metrics.applies["ok"] += 1
         self.metrics.config_version = version

@@ -213,7 +213,7 @@ class HostPool:
     (a client context built at apply time; ``server_hostname`` is the SNI and the name
     verified)."""
 
-    __slots__ = ("host", "port", "idle", "literal", "ssl", "server_hostname")
+    __slots__ = ("host", "port", "idle", "literal", "ssl", "server_hostname", "retired")
 
     def __init__(self, host: str, port: int, ssl_context: Any = None,
                  server_hostname: str | None = None):
@@ -223,6 +223,7 @@ class HostPool:
         self.literal = is_ip(host)
         self.ssl = ssl_context
         self.server_hostname = server_hostname if ssl_context is not None else None
+        self.retired = False  # no target of the running config uses it any more
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -236,7 +237,7 @@ class HostPool:
 
     def release(self, c: UpstreamConnection) -> None:
         c.exchange = None
-        if c.closed or len(self.idle) >= MAX_IDLE_PER_TARGET:
+        if c.closed or self.retired or len(self.idle) >= MAX_IDLE_PER_TARGET:
             c.close()
             return
         c.idle_since = time.monotonic()
@@ -325,6 +326,16 @@ class Upstreams:
         elif ssl_context is not None:
             hp.ssl = ssl_context
         return hp
+
+    def retire_unused(self, used: set) -> None:
+        """After an apply: close and forget the pools of addresses no target uses any more
+        (``used``: the pools the new tables hold). Requests still running on one finish
+        normally; their connections are closed instead of kept."""
+        for key, hp in list(self.pools.items()):
+            if hp not in used:
+                hp.retired = True
+                hp.close()
+                del self.pools[key]
 
     def sweep(self) -> None:
         now = time.monotonic()

@@ -319,3 +319,39 @@ async def test_bytes_after_a_content_length_body_are_not_relayed_and_connection_
     assert res.status == 200 and res.body == body
     c.close()
     assert b.connections == 2
+
+
+async def test_apply_closes_idle_upstream_connections_of_removed_targets_only():
+    release = asyncio.Event()
+
+    async def slow(req, w):
+        await release.wait()
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+    old, kept, new = await Backend().start(), await Backend().start(), await Backend().start()
+    slow_old = await Backend(slow).start()
+    p = await Proxy(snapshot(
+        [pool(1, [(1, "127.0.0.1", old.port)]), pool(2, [(2, "127.0.0.1", kept.port)]),
+         pool(3, [(3, "127.0.0.1", slow_old.port)])],
+        [route(1, ["a.test"], 1), route(2, ["k.test"], 2), route(3, ["s.test"], 3)])).start()
+    try:
+        assert (await get(p.port, host="a.test")).status == 200
+        assert (await get(p.port, host="k.test")).status == 200
+        in_flight = asyncio.ensure_future(get(p.port, host="s.test"))
+        await wait_for(lambda: slow_old.requests, what="request on the slow target")
+        idle_old = p.state.upstreams.pools[("127.0.0.1", old.port)].idle[0]
+        p.state.apply(2, "h2", snapshot(
+            [pool(2, [(2, "127.0.0.1", kept.port)]), pool(4, [(4, "127.0.0.1", new.port)])],
+            [route(2, ["k.test"], 2), route(4, ["a.test"], 4)]))
+        await wait_for(lambda: idle_old.closed, what="idle connection to the removed target closed")
+        assert set(p.state.upstreams.pools) == {("127.0.0.1", kept.port), ("127.0.0.1", new.port)}
+        release.set()  # a request already running on a removed target still completes
+        res = await in_flight
+        assert res.status == 200 and res.body == b"slow"
+        assert not p.state.upstreams.pools.get(("127.0.0.1", slow_old.port))  # not pooled again
+        assert (await get(p.port, host="k.test")).status == 200
+        assert kept.connections == 1  # the unchanged target kept its warm connection
+        assert (await get(p.port, host="a.test")).status == 200 and new.requests
+    finally:
+        await p.close()
+        for b in (old, kept, new, slow_old):
+            await b.close()
