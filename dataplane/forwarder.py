@@ -206,7 +206,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "parser", "cur", "active", "queue", "client_ip",
                  "client_b", "trusted", "ident", "paused", "write_paused", "in_head",
                  "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed",
-                 "cert", "tls_log", "host_ok", "lingering")
+                 "cert", "tls_log", "host_ok", "lingering", "half_closed")
 
     def __init__(self, server: ProxyServer):
         self.server = server
@@ -225,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
         self.tls_log = NO_TLS   # access-log fragment: tls version and SNI
         self.host_ok = None     # HTTPS: last Host that passed the tenant check
         self.lingering = 0.0    # when a lingering close started (0: not lingering)
+        self.half_closed = False  # the client sent FIN after complete requests
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -282,6 +283,21 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.active is None and self.queue:
             self.start_next()
+
+    def eof_received(self) -> bool:
+        """The client half-closed. Requests it sent completely are still answered (like
+        nginx and HAProxy), then the connection closes; a partial one never completes."""
+        if self.closed or self.lingering:
+            return False
+        cur = self.cur
+        pending = self.active is not None or bool(self.queue)
+        if not pending or self.in_head or (cur is not None and not cur.req_complete):
+            return False
+        self.half_closed = True
+        for ex in (self.active, *self.queue):
+            if ex is not None and not ex.resp_started:
+                ex.keep_alive = False  # the response says Connection: close
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
@@ -370,7 +386,7 @@ class ClientConnection(asyncio.Protocol):
             self.cur = None  # an idle keep-alive connection holds no finished exchange
         self.requests += 1
         self.idle_since = monotonic()
-        if not ex.keep_alive or self.server.draining and not self.queue:
+        if not ex.keep_alive or (self.server.draining or self.half_closed) and not self.queue:
             self.close(linger=not ex.req_complete or bool(self.queue))
             return
         if self.queue:

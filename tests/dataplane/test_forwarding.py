@@ -355,3 +355,28 @@ async def test_apply_closes_idle_upstream_connections_of_removed_targets_only():
         await p.close()
         for b in (old, kept, new, slow_old):
             await b.close()
+
+
+async def test_client_half_close_after_request_still_gets_the_response(env):
+    async def slow(req, w):
+        await asyncio.sleep(0.2)  # the FIN arrives before the answer
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    b, p = await env(slow)
+    r, w = await asyncio.open_connection("127.0.0.1", p.port)
+    w.write(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    w.write_eof()  # like `nc -N` or a client that shuts down its sending side
+    data = await asyncio.wait_for(r.read(), 5)  # read() to EOF: the proxy closes after it
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nhello")
+    assert b"connection: close" in data.lower()
+    w.close()
+
+
+async def test_client_half_close_inside_a_request_body_closes_without_forwarding(env):
+    b, p = await env()
+    r, w = await asyncio.open_connection("127.0.0.1", p.port)
+    w.write(b"POST /a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nabc")
+    w.write_eof()
+    data = await asyncio.wait_for(r.read(), 5)
+    assert not data.startswith(b"HTTP/1.1 200")
+    assert not b.requests  # the upstream never saw a complete request
+    w.close()
