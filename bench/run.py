@@ -873,8 +873,8 @@ def section_sync(lab: Lab, s: Settings, report: dict) -> None:
     else:
         out["production"] = {"skipped": reason}
     log(f"{'mode':<11} {'median':>9} {'p99':>9} {'min':>9} {'max':>9} {'acked':>7}  note")
-    notes = {"embedded": "SQLite + in-process layer: Daphne learns of another process's change by polling "
-                         "(SWITCHYARD_POLL_SECONDS, 0.5 s)",
+    notes = {"embedded": "SQLite + in-process layer: hint from the other process via the local datagram "
+                         "bridge (DB poll every 0.5 s as fallback)",
              "production": "PostgreSQL + channels_redis: hint via Redis"}
     for mode, r in out.items():
         if "skipped" in r:

@@ -201,9 +201,11 @@ SWITCHYARD_PUSH_COALESCE_SECONDS = float(env("SWITCHYARD_PUSH_COALESCE_SECONDS",
 # Active health checks: probes in flight per pool round (bounded by the open-files limit).
 SWITCHYARD_HEALTH_CONCURRENCY = int(env("SWITCHYARD_HEALTH_CONCURRENCY", "500"))
 # Every data-plane sync consumer polls the newest config version number this often
-# (seconds) and treats a change like a hint. Needed in embedded mode, where the
-# in-memory channel layer cannot carry hints from other processes (Celery, manage.py);
-# with REDIS_URL hints travel through channels_redis, so the default is 0 (off).
+# (seconds) and treats a change like a hint. In embedded mode the in-memory channel
+# layer cannot carry hints from other processes (Celery, manage.py) by itself; they
+# come through a datagram bridge (controlplane.publishing.localhints) that is
+# at-most-once, so the poll stays on there as the fallback. With REDIS_URL hints
+# travel through channels_redis, so the default is 0 (off).
 SWITCHYARD_POLL_SECONDS = float(env("SWITCHYARD_POLL_SECONDS", "0" if REDIS_URL else "0.5"))
 
 # Alerts: at most one target_down/target_up alert per target and state in this window.

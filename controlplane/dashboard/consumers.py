@@ -10,7 +10,8 @@ whenever something in it changed. The truth is read from the database: every
 ``SWITCHYARD_LIVE_POLL_SECONDS`` (cheap queries: nodes, the health generation, the
 newest version number) and at once on a group hint (``notify.CONFIG_CHANGED`` and
 ``notify.HEALTH_CHANGED`` arrive here too, through the data-plane group) — hints
-only speed things up; in embedded mode they cannot cross processes, polling can.
+only speed things up; in embedded mode hints from other processes come through the
+datagram bridge (``controlplane.publishing.localhints``), which is at-most-once too.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.consumer import get_handler_name
 from django.conf import settings
 
-from controlplane.publishing import notify
+from controlplane.publishing import localhints, notify
 
 from . import telemetry
 
@@ -47,6 +48,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.groups_joined = (notify.DATAPLANE_GROUP, LIVE_GROUP)
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        localhints.ensure_receiver(self.channel_layer)  # embedded mode: hints from other processes
         self.task = asyncio.create_task(self.loop())
 
     async def disconnect(self, code):

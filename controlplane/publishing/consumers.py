@@ -10,9 +10,16 @@ control-plane processes).
 Group messages (``notify.CONFIG_CHANGED``) are only hints: the consumer always reads
 the truth from the database, coalesces hints for ``SWITCHYARD_PUSH_COALESCE_SECONDS``,
 and every heartbeat is answered from the database too, so a lost hint costs at most
-one heartbeat. With the in-memory channel layer (embedded mode) hints from other
-processes cannot arrive at all, so each consumer also polls the newest version
-number every ``SWITCHYARD_POLL_SECONDS``.
+one heartbeat. The in-memory channel layer (embedded mode) cannot carry a hint
+from another process (the Celery worker, ``manage.py``, a script calling the
+service layer) by itself, so there every hint is also sent as one datagram to a
+Unix socket in the abstract namespace named after the database
+(``controlplane.publishing.localhints``); the first consumer that connects in the
+Daphne process binds it, validates each datagram and re-sends it with
+``group_send`` on the local layer. That bridge is at-most-once too (no receiver, a
+full buffer, or a second Daphne on the same database that could not bind: the hint
+is gone), so in embedded mode each consumer also polls the newest version number
+and the health generation every ``SWITCHYARD_POLL_SECONDS`` (0.5 s) as the fallback.
 
 The consumer only translates messages; all ORM work is in the small functions at
 the bottom, run through ``database_sync_to_async``.
@@ -35,7 +42,7 @@ from django.utils import timezone
 
 from controlplane.diagnostics.relay import DiagnosticsMixin
 from controlplane.health.status import health_generation, health_message, health_snapshot
-from controlplane.publishing import notify
+from controlplane.publishing import localhints, notify
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
 from controlplane.tenancy.models import hash_token
 from dataplane import schema
@@ -88,6 +95,7 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
             return
         self.node_id, self.node_name = node
         await self.accept()
+        localhints.ensure_receiver(self.channel_layer)  # embedded mode: hints from other processes
 
     async def disconnect(self, code):
         for task in (self.pending_check, self.poll_task):
@@ -268,7 +276,7 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
 
         Snapshots carry no health, so a new connection always gets it; afterwards the
         generation (one row) is compared on heartbeats and polls, which repairs lost
-        or, in embedded mode, impossible ``health.changed`` hints.
+        ``health.changed`` hints (in embedded mode also those the datagram bridge lost).
         """
         try:
             generation = await database_sync_to_async(health_generation)()

@@ -1,11 +1,16 @@
 """Hints to connected data-plane consumers that the config changed.
 
 Group messages are only hints (at-most-once); the consumers always read the
-truth from the database, and heartbeats repair anything lost.
+truth from the database, and heartbeats repair anything lost. With the in-memory
+channel layer (embedded mode) every hint is also forwarded to the Daphne process of
+the same installation as one datagram (``localhints``), so that changes stored by
+other processes (Celery, ``manage.py``, scripts) reach the connected nodes at once.
 """
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from controlplane.publishing import localhints
 
 DATAPLANE_GROUP = "switchyard.dataplane"
 CONFIG_CHANGED = "config.changed"    # handled by DataPlaneConsumer.config_changed
@@ -19,6 +24,9 @@ TRAFFIC_UPDATED = "traffic.updated"  # a node's traffic report was stored
 def _send(message: dict) -> None:
     layer = get_channel_layer()
     if layer is not None:
+        # Embedded mode: the same hint to this installation's Daphne process, as one
+        # datagram (a no-op with a cross-process layer or in that process; never raises).
+        localhints.forward(message, layer)
         async_to_sync(layer.group_send)(DATAPLANE_GROUP, message)
 
 
@@ -45,3 +53,4 @@ async def traffic_updated() -> None:
     layer = get_channel_layer()
     if layer is not None:
         await layer.group_send(LIVE_GROUP, {"type": TRAFFIC_UPDATED})
+        localhints.forward({"type": TRAFFIC_UPDATED}, layer)

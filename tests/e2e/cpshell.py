@@ -146,6 +146,22 @@ def create_checked_site(name, host, ports, interval=1.0, timeout=0.5, unhealthy_
 
 
 @op
+def health_round(pool_id):
+    """One active-check round of a pool, run in this process (as the Celery worker would)."""
+    from controlplane.health.rounds import run_pool_round
+
+    return run_pool_round(pool_id).as_dict()
+
+
+@op
+def reset_pool_health(pool_id):
+    """``health.rounds.reset_pool_health``: every down target of the pool marked healthy."""
+    from controlplane.health.rounds import reset_pool_health as reset
+
+    return {str(k): v for k, v in reset(pool_id).items()}
+
+
+@op
 def target_health(pool_id):
     from controlplane.health.models import TargetHealth
     from controlplane.proxy.models import Target

@@ -46,8 +46,8 @@ SWITCH_BOUND = UNHEALTHY_THRESHOLD * INTERVAL + 1.0
 # entry, so its max_interval does not matter) + the broker hop (Redis: push; embedded:
 # the filesystem broker's poll, SWITCHYARD_BROKER_POLL_SECONDS = 0.1 s — kombu's 1 s
 # default alone could take the whole second of slack) + the round (~50 ms) + the way to
-# the node (Redis: the health.changed hint at once; embedded: the consumer's 0.5 s poll)
-# ~= 2.0 + 0.1 + 0.05 + 0.5 = 2.65 s < 3 s. Measured: ~1.9 s production, 1.5-2.4 s embedded.
+# the node (the health.changed hint at once: Redis, or embedded the local datagram bridge;
+# at worst the consumer's 0.5 s poll if that hint is lost) ~= 2.0 + 0.1 + 0.05 + 0.5 = 2.65 s < 3 s. Measured: ~1.9 s production, 1.5-2.4 s embedded.
 SCHEDULING_ALLOWANCE = 0.0
 # Alerts: "within a minute".
 ALERT_DEADLINE = 60.0

@@ -15,8 +15,9 @@ from dataplane.schema import HEARTBEAT_SECONDS
 
 pytestmark = pytest.mark.e2e
 
-# A change is pushed on commit (embedded: the consumer polls the DB every 0.5 s) and
-# coalesced for ~150 ms; 5 s leaves room for a loaded 2-core CI machine.
+# A change is pushed on commit (the hint: Redis, or embedded the local datagram bridge;
+# the DB poll every 0.5 s as the fallback) and coalesced for ~150 ms; 5 s leaves room
+# for a loaded 2-core CI machine.
 CHANGE_DEADLINE = 5.0
 # The node reconnects with backoff of at most 30 s after the control plane returns.
 RECONNECT_DEADLINE = 45.0
