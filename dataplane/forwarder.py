@@ -109,6 +109,22 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
+_NAMED: dict[bytes, tuple] = {}
+
+
+def _named_headers(value: bytes) -> tuple:
+    """Header names a response's Connection header makes hop-by-hop, beyond the ones
+    always dropped ("close" and "keep-alive" name nothing more). Cached per value: an
+    upstream sends the same few values on every response."""
+    named = _NAMED.get(value)
+    if named is None:
+        named = tuple(t for t in _tokens(value) if t not in (b"close", b"keep-alive")
+                      and RESP_CLASS.get(t) is None)
+        if len(_NAMED) < 256:
+            _NAMED[value] = named
+    return named
+
+
 def _authority(host: bytes, port: int | None, default: int) -> bytes:
     host = host.lower().rstrip(b".")
     return host if port is None or port == default else host + b":%d" % port
@@ -856,7 +872,7 @@ class Exchange:
             elif cls == R_TE:
                 te = value
             elif cls == R_CONN:
-                named = _tokens(value) if named is None else named + _tokens(value)
+                named = _named_headers(value) if named is None else named + _named_headers(value)
             elif cls == R_VIA:
                 via = value if via is None else via + b", " + value
         if self.method == b"HEAD" or status == 204 or status == 304:
