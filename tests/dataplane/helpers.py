@@ -321,7 +321,9 @@ class NodeProcess:
         self.tmp = tmp
         path = tmp / "snapshot.json"
         path.write_text(json.dumps(snap))
-        self.err = open(tmp / "node.err", "w+")
+        # append mode: the node shares this file description, so a seek(0) here to read
+        # must not move where the node writes (O_APPEND always writes at the end)
+        self.err = open(tmp / "node.err", "a+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dataplane", "--snapshot", str(path), "--http", "127.0.0.1:0",
              "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log", str(tmp / "access.log"), "--name", "t",
