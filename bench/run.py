@@ -691,37 +691,45 @@ def host_sample(n_routes: int, k: int) -> list[str]:
 
 
 def section_routes(lab: Lab, s: Settings, report: dict) -> None:
-    nodes = {n: lab.start_switchyard(f"switchyard-{n}-routes", 1, routes=n) for n in s.route_counts}
+    """The same traffic against a small and a large route table (does lookup cost grow
+    with the table?), then the large table with traffic spread over 1,000 of its routes
+    (the working set grows: more route objects, stats and log prefixes in the CPU caches)."""
+    small, big = s.route_counts
+    nodes = {n: lab.start_switchyard(f"switchyard-{n}-routes", 1, routes=n) for n in (small, big)}
+    same = host_sample(small, 1000)
+    variants = [(f"{small}", small, same), (f"{big}", big, same),
+                (f"{big} spread", big, host_sample(big, 1000))]
     scripts = {}
-    for n, t in nodes.items():
-        hosts = host_sample(n, 1000)
+    for label, n, hosts in variants:
         for h in hosts[:3] + hosts[-3:]:
-            lab.check(t, host=h)
-        scripts[n] = lua_script(lab.tmp, hosts=hosts)
+            lab.check(nodes[n], host=h)
+        scripts[label] = lua_script(lab.tmp, hosts=hosts)
     load = Load("routes", "", "wrk", conns=s.conns)
-    runs = {n: [] for n in nodes}
+    runs: dict[str, list] = {label: [] for label, _, _ in variants}
     if s.warmup:
-        for n, t in nodes.items():
-            run_wrk(lab, t.port, load, s.warmup, scripts[n])
+        for label, n, _ in variants:
+            run_wrk(lab, nodes[n].port, load, s.warmup, scripts[label])
     for rnd in range(s.rounds):
-        for n, t in nodes.items():
-            pids = t.pids()
+        for label, n, _ in variants:
+            pids = nodes[n].pids()
             c0 = cpu_seconds(pids)
-            r = run_wrk(lab, t.port, load, s.duration, scripts[n])
+            r = run_wrk(lab, nodes[n].port, load, s.duration, scripts[label])
             r["cpu_us_per_req"] = (cpu_seconds(pids) - c0) / r["requests"] * 1e6 if r["requests"] else None
             r["rss_kib"] = rss_kib(pids)
-            runs[n].append(r)
-    log(f"\n== Switchyard (1 worker), small keep-alive, {s.conns} connections, Host rotating over up to "
-        f"1,000 configured hosts (half exact, half under wildcards)")
-    log(f"{'routes':>8} {'req/s':>9} {'x first':>8} {'p50':>8} {'p99':>8} {'CPU us/req':>10} {'RSS MiB':>8} {'errors':>6}")
+            runs[label].append(r)
+    log(f"\n== Switchyard (1 worker), small keep-alive, {s.conns} connections, Host rotating over the "
+        f"hosts shown (half exact, half under wildcards), alternating")
+    log(f"{'routes':>14} {'hosts':>6} {'req/s':>9} {'x first':>8} {'p50':>8} {'p99':>8} {'CPU us/req':>10} "
+        f"{'RSS MiB':>8} {'errors':>6}")
     out, first = {}, None
-    for n in nodes:
-        r = summarize(runs[n])
+    for label, n, hosts in variants:
+        r = summarize(runs[label])
         first = first or r["rps"]
         r["ratio_to_first"] = r["rps"] / first if first else None
-        out[str(n)] = r
-        log(f"{n:>8} {fmt(r['rps']):>9} {fmt(r['ratio_to_first'], '{:.2f}'):>8} {fmt_us(r['p50_us']):>8} "
-            f"{fmt_us(r['p99_us']):>8} {fmt(r['cpu_us_per_req'], '{:.1f}'):>10} "
+        r["routes"], r["hosts"] = n, len(hosts)
+        out[label] = r
+        log(f"{label:>14} {len(hosts):>6} {fmt(r['rps']):>9} {fmt(r['ratio_to_first'], '{:.2f}'):>8} "
+            f"{fmt_us(r['p50_us']):>8} {fmt_us(r['p99_us']):>8} {fmt(r['cpu_us_per_req'], '{:.1f}'):>10} "
             f"{fmt(r['rss_kib'] / 1024, '{:.1f}'):>8} {r['errors']:>6}")
     report["routes"] = out
     for t in nodes.values():
