@@ -221,6 +221,7 @@ SWITCHYARD_ALERT_TIMEOUT = float(env("SWITCHYARD_ALERT_TIMEOUT", "10"))
 SWITCHYARD_CA_BUNDLE = env("SWITCHYARD_CA_BUNDLE", "")
 # Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
 SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
+SWITCHYARD_HEALTH_HISTORY_DAYS = float(env("SWITCHYARD_HEALTH_HISTORY_DAYS", "30"))
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "127.0.0.1")

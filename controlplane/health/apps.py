@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class HealthConfig(AppConfig):
@@ -10,3 +11,5 @@ class HealthConfig(AppConfig):
         from controlplane.health import signals
 
         signals.connect()
+        from controlplane.health.tasks import ensure_history_schedule
+        post_migrate.connect(ensure_history_schedule, dispatch_uid="health.ensure_history_schedule")
