@@ -303,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client half-closed. Requests it sent completely are still answered (like
         nginx and HAProxy), then the connection closes; a partial one never completes."""
-        if self.closed or self.lingering:
+        if self.closed or self.lingering or self.server.tls:  # TLS cannot stay half-open
             return False
         cur = self.cur
         pending = self.active is not None or bool(self.queue)
@@ -932,7 +932,7 @@ class Exchange:
             elif lname == b"upgrade":
                 upgrade = value
             elif cls == R_CONN:
-                named = _tokens(value) if named is None else named + _tokens(value)
+                named = _named_headers(value) if named is None else named + _named_headers(value)
             elif cls == R_VIA:
                 via = value if via is None else via + b", " + value
         if upgrade is None or b"websocket" not in _tokens(upgrade):

@@ -240,7 +240,7 @@ class Supervisor:
                 "--worker-fd", str(child.fileno()), "--control-plane", "", "--snapshot", ""]
         w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(child.fileno(),))
         child.close()
-        if getattr(self.opts, "worker_cpu_affinity", "off") == "auto":
+        if self.opts.worker_cpu_affinity == "auto":
             pin_worker(w.proc.pid, index)
         w.reader, w.writer = await asyncio.open_unix_connection(sock=parent)
         await send_msg(w.writer, {**self.current_config, "id": 0})
