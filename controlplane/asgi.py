@@ -8,6 +8,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -18,7 +19,8 @@ application = ProtocolTypeRouter({
     # Dashboard assets (static/) are served by the app itself: no CDN, no web server needed.
     "http": ASGIStaticFilesHandler(django_asgi_app),
     "websocket": URLRouter([
-        path("ws/dataplane/", DataPlaneConsumer.as_asgi()),
-        path("ws/live/", AuthMiddlewareStack(LiveConsumer.as_asgi())),  # dashboard: session auth
+        path("ws/dataplane/", DataPlaneConsumer.as_asgi()),  # nodes: bearer token, no Origin
+        # dashboard: session auth, so only pages of this site (Origin in ALLOWED_HOSTS) may open it
+        path("ws/live/", AllowedHostsOriginValidator(AuthMiddlewareStack(LiveConsumer.as_asgi()))),
     ]),
 })

@@ -27,7 +27,8 @@ def env_list(name, default=""):
 
 
 VAR_DIR = Path(env("SWITCHYARD_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+VAR_DIR.chmod(0o700)  # holds the database (sessions), the secret key and the broker's task files
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env("SECRET_KEY")
@@ -70,12 +71,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "controlplane.unavailable.DependencyUnavailableMiddleware",  # database/broker down: 503, not 500
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -100,10 +103,17 @@ DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 else:
+    SQLITE_PATH = Path(env("SWITCHYARD_SQLITE_PATH", str(VAR_DIR / "switchyard.sqlite3")))
+    # Owner-only: the file holds sessions. SQLite gives its -wal/-shm/-journal files the
+    # database file's mode; older installations' files are tightened here too.
+    os.close(os.open(SQLITE_PATH, os.O_RDWR | os.O_CREAT, 0o600))
+    for _f in (SQLITE_PATH, *(Path(f"{SQLITE_PATH}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
+        if _f.exists():
+            _f.chmod(0o600)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env("SWITCHYARD_SQLITE_PATH", str(VAR_DIR / "switchyard.sqlite3")),
+            "NAME": str(SQLITE_PATH),
             # Several processes (Daphne, Celery) share the file: wait instead of failing.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
                         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
@@ -141,7 +151,7 @@ else:
     for _d in (_broker_dir, _broker_dir / "processed", _broker_dir / "control"):
         _d.mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "controlplane.beat:DatabaseScheduler"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 
@@ -158,10 +168,13 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 
+# Django's ModelBackend behind the login throttle: every sign-in path goes through it.
+AUTHENTICATION_BACKENDS = ["controlplane.dashboard.throttle.ThrottledModelBackend"]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
-# Dashboard login throttling: after this many failures for one username from one
-# address within the window (seconds), further attempts are refused until it passes.
+# Login throttling (dashboard and /admin/login/): after this many failures for one
+# username (NFKC, casefolded) from one address within the window (seconds), further
+# attempts are refused until it passes.
 SWITCHYARD_LOGIN_MAX_FAILURES = int(env("SWITCHYARD_LOGIN_MAX_FAILURES", "5"))
 SWITCHYARD_LOGIN_WINDOW_SECONDS = int(env("SWITCHYARD_LOGIN_WINDOW_SECONDS", "900"))
 # Dashboard live view (/ws/live/): how often each connection reads node and health
@@ -174,10 +187,32 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
+# Content-Security-Policy (django-csp) on every page: the dashboard and the admin load
+# scripts, styles and images from this origin only and run no inline code; the live
+# socket and the tail stream are same-origin too ('self' covers ws:/wss: to this host).
+# The API docs (drf-spectacular's Swagger UI and Redoc pages carry inline scripts and
+# styles) are left out.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # \u-escaped output: an error that echoes a client's lone surrogate stays valid JSON
+    "UNICODE_JSON": False,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchyard API",
@@ -222,6 +257,15 @@ SWITCHYARD_CA_BUNDLE = env("SWITCHYARD_CA_BUNDLE", "")
 # Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
 SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
 SWITCHYARD_HEALTH_HISTORY_DAYS = float(env("SWITCHYARD_HEALTH_HISTORY_DAYS", "30"))
+# Never a tenant's upstream target (SPEC 7), checked on save: the control plane's own
+# listener and the local node's listeners (the Procfile's variables and defaults).
+# Every node also refuses its own listeners and its control plane on connect.
+SWITCHYARD_RESERVED_ENDPOINTS = [
+    f"[{env('SWITCHYARD_WEB_BIND', '127.0.0.1')}]:{env('SWITCHYARD_WEB_PORT', '8000')}",
+    env("SWITCHYARD_NODE_HTTP", "127.0.0.1:8080"), env("SWITCHYARD_NODE_HTTPS", "127.0.0.1:8443"),
+    env("SWITCHYARD_NODE_ADMIN", "127.0.0.1:9901"),
+    *filter(None, env("SWITCHYARD_RESERVED_EXTRA", "").split(",")),
+]
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "127.0.0.1")

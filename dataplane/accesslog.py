@@ -61,16 +61,20 @@ class AccessLog:
             self.own = True
 
     def write(self, prefix: str, method: str, host: str, path: str, status: int,
-              proxy_status: str, upstream_addr: str | None, upstream_status: int | None,
+              proxy_status: str, reason: str | None, upstream_addr: str | None,
+              upstream_status: int | None,
               duration: float, connect: float | None, first_byte: float | None,
               bytes_in: int, bytes_out: int, client: str, request_id: str, retries: int,
               tls: str = NO_TLS) -> None:
-        """``tls``: the '"tls_version":...,"sni":...' fragment, built once per connection."""
+        """``proxy_status``: the RFC 9209 error type ("" when none); ``reason``: a finer
+        reason for it, or None. ``tls``: the '"tls_version":...,"sni":...' fragment,
+        built once per connection."""
         if not self.enabled:
             return
         line = (
             f'{{"time":"{self.clock.now()}","pid":{self.pid},{prefix}"method":{_q(method)},"host":{_q(host)},'
             f'"path":{_q(path)},"status":{status},"proxy_status":{q(proxy_status or None)},'
+            f'"reason":{q(reason)},'
             f'"upstream_addr":{q(upstream_addr)},"upstream_status":{_num(upstream_status)},'
             f'"duration":{duration:.6f},"upstream_connect_time":{_num(connect)},'
             f'"upstream_first_byte_time":{_num(first_byte)},"bytes_in":{bytes_in},'

@@ -3,6 +3,9 @@
 ``apply`` parses and builds the new tables beside the old ones; an exchange keeps the
 tables (route entry, pool, targets) it started with, so in-flight requests are never
 affected by a swap.
+
+``check_snapshot`` is the one gate of what nodes run (SPEC 7): the control plane runs
+this same build on a would-be snapshot before it becomes a version.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import gc
 import time
 from typing import Any
 
-from dataplane import accesslog, balancer, schema, tls
+from dataplane import accesslog, balancer, schema, tls, wire
 from dataplane.metrics import Metrics
 from dataplane.outlier import OutlierDetector
 from dataplane.router import RouteEntry, Router
@@ -56,9 +59,43 @@ class Tables:
 
 
 def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
-    drop = frozenset(n.lower().encode() for n in (*rules.remove, *(k for k, _ in rules.set)))
-    extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*rules.set, *rules.add))
+    drop = frozenset(wire.header_name(n).lower() for n in (*rules.remove, *(k for k, _ in rules.set)))
+    extra = b"".join(wire.header_line(k, v) for k, v in (*rules.set, *rules.add))
     return drop, extra
+
+
+class _Problems:
+    """What a build could not use, each at the snapshot path of its value."""
+
+    def __init__(self) -> None:
+        self.errors: list[schema.SchemaError] = []
+
+    def run(self, path: str, build: Any, *args: Any) -> Any:
+        """``build(*args)``, or None after recording why it failed at ``path``."""
+        try:
+            return build(*args)
+        except Exception as exc:  # whatever the library raises, the value is what failed
+            self.errors.append(schema.SchemaError(path, str(exc) or type(exc).__name__))
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise schema.SnapshotInvalid(self.errors)
+
+
+def check_snapshot(snapshot: dict) -> None:
+    """The gate: build what a node builds from ``snapshot`` (on a throwaway state: no
+    live node's pools, metrics or heap are touched) and raise ``SnapshotInvalid`` with
+    the path of every value a node would refuse. A certificate that does not load is
+    refused here too (a node would log it and serve without it)."""
+    snap = schema.parse_snapshot(snapshot)
+    certs = NodeState()._build(0, "", snap).certs
+    loaded = {e.id for e in certs.entries}
+    reasons = dict(certs.errors)  # certificate name -> why it did not load
+    errors = [schema.SchemaError(f"certificates[{i}].certificate_pem", reasons.get(c.name, "did not load"))
+              for i, c in enumerate(snap.certificates) if c.id not in loaded]
+    if errors:
+        raise schema.SnapshotInvalid(errors)
 
 
 class NodeState:
@@ -109,45 +146,59 @@ class NodeState:
         return (time.perf_counter() - t0) * 1000.0
 
     def _build(self, version: int, digest: str, snap: schema.Snapshot) -> Tables:
-        health = self.health
-        outlier = self.outlier
+        """The runtime tables of ``snap``. Raises ``SnapshotInvalid`` with the path of
+        every value that cannot be built (certificates that do not load are left out
+        and reported in ``certs.errors``)."""
+        problems = _Problems()
         pools: dict[int, PoolRuntime] = {}
         by_target: dict[int, list[balancer.TargetState]] = {}
         client_tls: set = set()
-        for p in snap.pools:
-            up_tls = p.tls
-            if up_tls.enabled:
-                key = (up_tls.verify, up_tls.ca_pem)
-                client_tls.add(key)
-                ctx = self.tls_cache.client_context(*key)
-                states = [balancer.TargetState(
-                    t, self.upstreams.get(t.host, t.port, ctx, up_tls.sni or t.host, key),
-                    health.get(t.id, True), outlier.record_for(t.id)) for t in p.targets]
-            else:
-                states = [balancer.TargetState(t, self.upstreams.get(t.host, t.port),
-                                               health.get(t.id, True), outlier.record_for(t.id))
-                          for t in p.targets]
+        for i, p in enumerate(snap.pools):
+            states = self._target_states(i, p, client_tls, problems)
+            if states is None:
+                continue
             for s in states:
                 by_target.setdefault(s.id, []).append(s)
-            pools[p.id] = PoolRuntime(p, states, outlier)
-        entries = []
-        for r in snap.routes:
-            e = RouteEntry(r)
-            e.pool = pools[r.pool]
-            e.stats = self.metrics.route(r.name, r.id)
-            e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
-            e.req_drop, e.req_extra = _rules(r.request_headers)
-            e.resp_drop, e.resp_extra = _rules(r.response_headers)
-            if r.hsts_max_age > 0:  # HTTPS responses only (RFC 6797 8.1)
-                e.resp_drop_tls = e.resp_drop | {b"strict-transport-security"}
-                e.resp_extra_tls = (e.resp_extra + b"Strict-Transport-Security: max-age=%d\r\n"
-                                    % r.hsts_max_age)
-            else:
-                e.resp_drop_tls, e.resp_extra_tls = e.resp_drop, e.resp_extra
-            entries.append(e)
-        certs = self.tls_cache.build_certs(snap.certificates, self.default_certificate)
+            pools[p.id] = problems.run(f"pools[{i}]", PoolRuntime, p, states, self.outlier)
+        entries = [problems.run(f"routes[{i}]", self._route_entry, r, pools[r.pool])
+                   for i, r in enumerate(snap.routes) if pools.get(r.pool) is not None]
+        problems.raise_if_any()
+        certs = self.tls_cache.build_certs(snap.certificates, snap.routes, self.default_certificate)
         self.tls_cache.prune_clients(client_tls)
         return Tables(version, digest, snap, Router(entries), pools, by_target, certs)
+
+    def _target_states(self, i: int, p: schema.Pool, client_tls: set,
+                       problems: _Problems) -> list[balancer.TargetState] | None:
+        health, outlier, up_tls = self.health, self.outlier, p.tls
+        if not up_tls.enabled:
+            return [balancer.TargetState(t, self.upstreams.get(t.host, t.port),
+                                         health.get(t.id, True), outlier.record_for(t.id))
+                    for t in p.targets]
+        key = (up_tls.verify, up_tls.ca_pem)
+        ctx = problems.run(f"pools[{i}].tls.ca_pem", self.tls_cache.client_context, *key)
+        if ctx is None:
+            return None
+        client_tls.add(key)
+        if up_tls.sni:
+            problems.run(f"pools[{i}].tls.sni", wire.server_name, up_tls.sni)
+        return [balancer.TargetState(
+            t, self.upstreams.get(t.host, t.port, ctx, up_tls.sni or t.host, key),
+            health.get(t.id, True), outlier.record_for(t.id)) for t in p.targets]
+
+    def _route_entry(self, r: schema.Route, pool: PoolRuntime) -> RouteEntry:
+        e = RouteEntry(r)
+        e.pool = pool
+        e.stats = self.metrics.route(r.name, r.id)
+        e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
+        e.req_drop, e.req_extra = _rules(r.request_headers)
+        e.resp_drop, e.resp_extra = _rules(r.response_headers)
+        if r.hsts_max_age > 0:  # HTTPS responses only (RFC 6797 8.1)
+            e.resp_drop_tls = e.resp_drop | {b"strict-transport-security"}
+            e.resp_extra_tls = (e.resp_extra + b"Strict-Transport-Security: max-age=%d\r\n"
+                                % r.hsts_max_age)
+        else:
+            e.resp_drop_tls, e.resp_extra_tls = e.resp_drop, e.resp_extra
+        return e
 
     def set_health(self, targets: dict[Any, bool]) -> None:
         """Health from the control plane ({target id: healthy}); unhealthy targets get

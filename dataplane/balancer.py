@@ -27,6 +27,8 @@ from bisect import bisect_left, bisect_right
 from itertools import accumulate
 from typing import Any, Iterable
 
+from dataplane import wire
+
 monotonic = time.monotonic
 
 VNODES = 160             # ring points per target of average weight (as ketama)
@@ -260,7 +262,12 @@ class ConsistentHash(Balancer):
     def __init__(self, pool: Any, targets: Iterable[TargetState]):
         self.hash_on = getattr(pool, "hash_on", "client_ip")
         key = getattr(pool, "hash_key", "") or ""
-        self.key_b = key.lower().encode() if self.hash_on == "header" else key.encode()
+        if self.hash_on == "header":
+            self.key_b = wire.header_name(key).lower()
+        elif self.hash_on == "cookie":
+            self.key_b = wire.cookie_name(key)
+        else:
+            self.key_b = b""
         self._points: dict[tuple, list[int]] = {}  # (id(target), count) -> ring points
         super().__init__(pool, targets)
 
@@ -337,7 +344,7 @@ class Sticky(Balancer):
 
     def __init__(self, pool: Any, targets: Iterable[TargetState], inner: Balancer):
         self.inner = inner
-        self.cookie = pool.sticky_cookie.encode()
+        self.cookie = wire.cookie_name(pool.sticky_cookie)
         self.by_id: dict[bytes, TargetState] = {}
         targets = tuple(targets)
         for t in targets:

@@ -7,8 +7,9 @@ Two parts:
   one attribute check each while nobody watches. When someone does, matching access
   lines go into a bounded buffer per tail session (full: the line is dropped and
   counted, never waited for), and armed captures record the request's headers as
-  received, as sent upstream, and the response headers (credentials redacted here, so
-  secrets never leave the node).
+  received, as sent upstream, and the response headers (credentials and query values
+  redacted here, so secrets never leave the node; tail lines carry the path without
+  its query).
 - ``NodeDiagnostics`` (one per node, beside the ``SyncClient``) answers the control
   plane's commands (message formats at the bottom of ``dataplane/schema.py``): it
   drains the hub into ``tail.lines`` / ``capture.record`` messages every
@@ -28,7 +29,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from dataplane import errors, schema
-from dataplane.probe import probe, redact
+from dataplane.probe import probe, redact, redact_query
 
 log = logging.getLogger("switchyard.diagnostics")
 
@@ -154,13 +155,21 @@ def parse_head(head: bytes) -> tuple[str, list[list[str]]]:
     if end >= 0:
         text = text[:end]
     lines = text.split("\r\n")
+    first = lines[0] if lines[0].startswith("HTTP/") else redact_request_line(lines[0])
     out = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
             name = name.strip()
             out.append([name, redact(name, value.strip())[:MAX_HEADER_VALUE]])
-    return lines[0], out
+    return first, out
+
+
+def redact_request_line(line: str) -> str:
+    """``METHOD target VERSION`` with the target's query values redacted."""
+    method, _, rest = line.partition(" ")
+    target, sp, version = rest.rpartition(" ")
+    return f"{method} {redact_query(target)}{sp}{version}" if sp else f"{method} {redact_query(rest)}"
 
 
 def _headers(raw: list) -> list[list[str]]:
@@ -297,7 +306,7 @@ class Hub:
                 "trusted_proxies": [str(n) for n in server.trusted],
                 "request_id": (ex.rid or b"").decode("latin-1"),
                 "client_request": {
-                    "line": (ex.method + b" " + ex.url).decode("latin-1")[:4096]
+                    "line": redact_request_line((ex.method + b" " + ex.url).decode("latin-1"))[:4096]
                             + (" HTTP/1.0" if ex.http10 else " HTTP/1.1"),
                     "headers": _headers(ex.headers)},
                 "upstream_request": None, "upstream_response": None, "client_response": None,

@@ -9,8 +9,10 @@ from http import HTTPStatus
 
 PROXY_NAME = "switchyard"
 
-# code -> (status, Proxy-Status error type, detail). The code is what callers pass
-# around and what the access log shows as proxy_status.
+# reason -> (status, Proxy-Status error type, detail). The reason is what callers pass
+# around. The RFC 9209 type is the one word of the Proxy-Status header's ``error``, the
+# access log's ``proxy_status`` and the metrics' ``proxy_status`` label; a reason finer
+# than its type is the header's ``details`` and the access log's ``reason``.
 ERRORS: dict[str, tuple[int, str, str]] = {
     "connection_refused": (502, "connection_refused", "upstream refused the connection"),
     "dns_error": (502, "dns_error", "upstream host name did not resolve"),
@@ -30,6 +32,9 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "uri_too_long": (414, "http_request_error", "request line too long"),
     "proxy_loop_detected": (508, "proxy_loop_detected", "request already passed through this proxy"),
     "bad_request": (400, "http_request_error", "malformed request"),
+    "invalid_host": (400, "http_request_error", "missing or invalid Host header"),
+    "method_not_implemented": (501, "http_request_error",
+                               "request method not supported by the proxy"),
     "proxy_internal_error": (500, "proxy_internal_error", "internal proxy error"),
     "tls_protocol_error": (502, "tls_protocol_error", "TLS handshake with upstream failed"),
     "tls_certificate_error": (502, "tls_certificate_error",
@@ -58,6 +63,11 @@ class Template:
             "X-Request-ID: "
         ).encode()
 
+
+# reason -> what an exchange that ended with it logs and counts: (RFC 9209 type, the
+# finer reason or None). Codes outside ERRORS (those of aborted responses) are types.
+LOGGED: dict[str, tuple[str, str | None]] = {
+    code: (etype, None if code == etype else code) for code, (_, etype, _) in ERRORS.items()}
 
 TEMPLATES: dict[str, Template] = {code: Template(code, *spec) for code, spec in ERRORS.items()}
 

@@ -3,8 +3,10 @@
 ``ClientConnection`` is the asyncio protocol of one client connection; it parses with
 httptools (llhttp) and creates one ``Exchange`` per request. An exchange is started
 only after the ``feed_data`` call that completed its headers returns, so a parse error
-anywhere in that read means nothing was sent upstream. Bodies stream both ways with
-transport pause/resume for backpressure; nothing is buffered whole.
+in that read leaves that request unsent. A parse error never costs the requests parsed
+completely before it their responses: they are answered in order, then the error, then
+the connection closes (RFC 9112 9.3.2). Bodies stream both ways with transport
+pause/resume for backpressure; nothing is buffered whole.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import re
 import time
 from typing import Any
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+from httptools import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
+                       HttpRequestParser, parse_url)
 
 from dataplane import errors
 from dataplane.accesslog import NO_TLS
@@ -75,11 +78,24 @@ M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 # body chunks at least this large are written on their own, not joined with the head
 JOIN_LIMIT = 16384
 # reasons client reading is paused (bit mask)
-P_UPSTREAM, P_BUFFER, P_PIPELINE, P_UPGRADE = 1, 2, 4, 8
+P_UPSTREAM, P_BUFFER, P_PIPELINE, P_UPGRADE, P_ERROR = 1, 2, 4, 8, 16
 WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
 WS_MAX_MESSAGE = 4 * 1024 * 1024
 WS_IDLE_TIMEOUT = 300.0
 REDIRECT_HOST = re.compile(rb"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+# a Host the proxy routes on: a DNS name or an IP literal, then an optional port
+# (no userinfo, path, list or empty value; RFC 9112 3.2 asks for a 400 otherwise)
+VALID_HOST = re.compile(rb"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+# the methods llhttp knows (HTTP mode); it refuses any other token before reading on
+LLHTTP_METHODS = frozenset((
+    b"DELETE", b"GET", b"HEAD", b"POST", b"PUT", b"CONNECT", b"OPTIONS", b"TRACE", b"COPY",
+    b"LOCK", b"MKCOL", b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH", b"UNLOCK", b"BIND",
+    b"REBIND", b"UNBIND", b"ACL", b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE",
+    b"M-SEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE", b"PATCH", b"PURGE", b"MKCALENDAR",
+    b"LINK", b"UNLINK", b"SOURCE", b"QUERY"))
+LINE_START = re.compile(rb"(?:^|(?<=\r\n))([!#$%&'*+.^_`|~0-9A-Za-z-]*)")
+REQUEST_LINE_REST = re.compile(rb" [^\x00-\x20\x7f]+ HTTP/1\.[01]\r\n")
 
 
 def _diag_parse(head: bytes) -> tuple:
@@ -99,6 +115,37 @@ class Reject(Exception):
 
     def __init__(self, code: str):
         self.code = code
+
+
+def _unknown_method_code(data: bytes) -> str:
+    """The error code of a read llhttp stopped at an unknown method: 501 for a request
+    line with a method token it does not know, 414 for a method longer than a request
+    line may be, else 400. llhttp does not say where that message starts, so the first
+    line-start in ``data`` whose token is not one of its methods is taken as it."""
+    for m in LINE_START.finditer(data):
+        method = m.group(1)
+        if len(method) > MAX_URL:
+            return "uri_too_long"
+        if (method and method not in LLHTTP_METHODS
+                and REQUEST_LINE_REST.match(data, m.end()) is not None):
+            return "method_not_implemented"
+    return "bad_request"
+
+
+_HOSTS: dict[bytes, str | None] = {}
+
+
+def _route_host(raw: bytes) -> str | None:
+    """The routing key of a Host value, None when it is not a host (cached per value)."""
+    try:
+        return _HOSTS[raw]
+    except KeyError:
+        pass
+    host = normalize_host(raw) if VALID_HOST.fullmatch(raw.strip(b" \t")) else None
+    if len(_HOSTS) > 4096:
+        _HOSTS.clear()
+    _HOSTS[raw] = host
+    return host
 
 
 def new_request_id() -> bytes:
@@ -222,7 +269,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "parser", "cur", "active", "queue", "client_ip",
                  "client_b", "trusted", "ident", "paused", "write_paused", "in_head",
                  "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed",
-                 "cert", "tls_log", "host_ok", "lingering", "half_closed")
+                 "cert", "tls_log", "host_ok", "lingering", "half_closed", "discard")
 
     def __init__(self, server: ProxyServer):
         self.server = server
@@ -242,6 +289,7 @@ class ClientConnection(asyncio.Protocol):
         self.host_ok = None     # HTTPS: last Host that passed the tenant check
         self.lingering = 0.0    # when a lingering close started (0: not lingering)
         self.half_closed = False  # the client sent FIN after complete requests
+        self.discard = False    # a parse error or a lingering close: bytes read are dropped
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -273,7 +321,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = monotonic()
-        if self.lingering:  # closing: what the client still sends is discarded
+        if self.discard:
             return
         if self.in_head:
             self.head_bytes += len(data)
@@ -291,7 +339,13 @@ class ClientConnection(asyncio.Protocol):
                     ex.early = data[off:]
             self.pause(P_UPGRADE)
         except HttpParserError as exc:
-            code = exc.__context__.code if isinstance(exc.__context__, Reject) else "bad_request"
+            if isinstance(exc.__context__, Reject):
+                code = exc.__context__.code
+            elif isinstance(exc, HttpParserInvalidMethodError) or str(exc).startswith(
+                    "Invalid method"):
+                code = _unknown_method_code(data)
+            else:
+                code = "bad_request"
             self.reject(code)
             return
         if self.in_head and self.head_bytes > MAX_HEADERS_TOTAL + MAX_URL:
@@ -305,6 +359,8 @@ class ClientConnection(asyncio.Protocol):
         nginx and HAProxy), then the connection closes; a partial one never completes."""
         if self.closed or self.lingering or self.server.tls:  # TLS cannot stay half-open
             return False
+        if self.discard:  # after a parse error: what is queued is answered, then it closes
+            return True
         cur = self.cur
         pending = self.active is not None or bool(self.queue)
         if not pending or self.in_head or (cur is not None and not cur.req_complete):
@@ -422,18 +478,27 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def reject(self, code: str) -> None:
-        """A malformed request: answer if no response is under way, then close."""
-        ex = self.active
-        if ex is not None and ex.resp_started:
-            ex.abort_client("http_request_error")
+        """A parse error in the message being read. Requests parsed completely before it
+        keep their responses, in order; the error answers this message after them, and
+        the connection closes. Nothing more is parsed."""
+        self.discard = True
+        self.in_head = False
+        cur = self.cur
+        bad = cur if cur is not None and not cur.req_complete else Exchange(self)
+        bad.keep_alive = False
+        if bad is self.active:  # its body is malformed while it is proxied
+            if bad.resp_started:
+                bad.abort_client(code)
+            else:
+                bad.fail(code, force_close=True)
+            self.close(linger=True)
             return
-        target = ex or self.cur
-        if target is not None and not target.logged:
-            target.keep_alive = False
-            target.fail(code, force_close=True)
-        else:
-            self.transport.write(errors.render(code, new_request_id(), close=True))
-        self.close(linger=True)
+        bad.refused = code
+        if bad not in self.queue:
+            self.queue.append(bad)
+        self.pause(P_ERROR)
+        if self.active is None:
+            self.start_next()
 
     def close(self, linger: bool = False) -> None:
         if self.closed:
@@ -447,6 +512,7 @@ class ClientConnection(asyncio.Protocol):
                 transport.close()
                 return
             self.lingering = monotonic()
+            self.discard = True
             self.queue = []
             if self.paused:
                 self.paused = 0
@@ -484,7 +550,7 @@ class Exchange:
         "req_complete", "resp_started", "resp_done", "mode", "status", "upstream_status",
         "interim", "bytes_out", "connect_time", "first_byte", "sent_at", "logged",
         "stale_retry", "dead", "up_paused", "host_s", "path_b", "eof_body", "out",
-        "upgrade", "upg_req", "ws", "early", "set_cookie", "cap",
+        "upgrade", "upg_req", "ws", "early", "set_cookie", "cap", "refused",
     )
 
     def __init__(self, conn: ClientConnection):
@@ -531,12 +597,13 @@ class Exchange:
         self.ws = False        # a WebSocket upgrade on a route that allows it
         self.early = b""       # client bytes after the upgrade request
         self.cap = None        # diagnostics: the capture record when capture is armed
+        self.refused = ""      # a parse error code: answered with it in its turn
 
     # ---- request head
     def special(self, cls: int, lname: bytes, value: bytes) -> None:
         if cls == H_HOST:
             if self.host_raw is not None:
-                raise Reject("bad_request")
+                raise Reject("invalid_host")
             self.host_raw = value
         elif cls == H_CL:
             value = value.strip(b" \t")
@@ -572,7 +639,7 @@ class Exchange:
         elif self.clen is not None:
             self.body_expected = self.clen != b"0" and int(self.clen) > 0
         if self.host_raw is None and not self.http10:
-            raise Reject("bad_request")
+            raise Reject("invalid_host")
         if self.url[:1] != b"/" and self.host_raw is not None and self.url[:4].lower() == b"http":
             _check_absolute_form(self.url, self.host_raw)
         rid = self.rid
@@ -616,12 +683,14 @@ class Exchange:
         if self.up is not None:
             self.detach_upstream(abort=True)
         if self.resp_started:
-            self.abort_client("http_request_error")
+            self.abort_client("body_too_large")
         else:
             self.fail("body_too_large", force_close=True)
 
     # ---- routing and upstream selection
     def start(self) -> None:
+        if self.refused:
+            return self.fail(self.refused, force_close=True)
         conn = self.conn
         url = self.url
         host_raw = self.host_raw
@@ -634,12 +703,21 @@ class Exchange:
                 host_raw = (u.host or b"") + (b":%d" % u.port if u.port else b"")
                 self.host_raw = host_raw
                 url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+            elif url == b"*" and self.method == b"OPTIONS":
+                return self.answer_options()
             else:
-                return self.fail("bad_request" if url != b"*" else "destination_not_found")
+                return self.fail("bad_request")
         q = url.find(b"?")
         path_b = url if q < 0 else url[:q]
         self.path_b = path_b
-        host_s = self.host_s = normalize_host(host_raw or b"")
+        if host_raw is None:  # HTTP/1.0 may leave it out: only a route for no host serves it
+            host_s = ""
+        else:
+            host_s = _route_host(host_raw)
+            if host_s is None:
+                self.host_s = host_raw.decode("latin-1")  # logged as received
+                return self.fail("invalid_host")
+        self.host_s = host_s
         if self.via is not None and _via_loops(self.via):
             return self.fail("proxy_loop_detected")
         server = conn.server
@@ -653,16 +731,18 @@ class Exchange:
             conn.host_ok = host_s
         route = tables.router.match(host_s, path_b.decode("latin-1"), self.method, self.headers)
         if route is None:
-            return self.fail("destination_not_found")
+            return self.fail("destination_not_found" if host_raw is not None else "invalid_host")
         self.route = route
         if _diag.capturing:
             self.cap = _diag.capture_for(self, route)
         if route.https_redirect and not server.tls:
             return self.redirect(url)
-        if self.upgrade is not None and b"websocket" in self.upgrade.lower():
+        # an upgrade needs Connection: upgrade too (the parser's verdict, RFC 9110 7.8);
+        # without it the Upgrade header is dropped and the request is a plain one
+        if self.upg_req and self.upgrade is not None and b"websocket" in self.upgrade.lower():
             if not route.websocket:
                 return self.fail("websocket_denied")
-            if self.upg_req and self.method == b"GET" and not self.body_expected:
+            if self.method == b"GET" and not self.body_expected:
                 self.ws = True
         limit = route.max_body_size
         if limit and (self.body_in > limit or (self.clen is not None and int(self.clen) > limit)):
@@ -1083,27 +1163,35 @@ class Exchange:
         host = self.host_s.encode("latin-1")
         if REDIRECT_HOST.fullmatch(host) is None:
             return self.fail("bad_request")
+        body = b"" if self.method == b"HEAD" else b"308 Permanent Redirect\n"
+        self.reply(b"308 Permanent Redirect", b"Location: https://" + host
+                   + self.conn.server.https_port_b + url + b"\r\nContent-Type: text/plain\r\n"
+                   b"Content-Length: 23\r\nCache-Control: no-store\r\n", body)
+
+    def answer_options(self) -> None:
+        """OPTIONS * asks about the server itself: the proxy answers for all its routes."""
+        self.reply(b"200 OK", b"Allow: " + ALLOW + b"\r\nContent-Length: 0\r\n", b"")
+
+    def reply(self, status_line: bytes, headers: bytes, body: bytes) -> None:
+        """A response the proxy makes itself that is not an error."""
         conn = self.conn
         close = not self.keep_alive or (self.body_expected and not self.req_complete)
         if close:
             self.keep_alive = False
-        body = b"" if self.method == b"HEAD" else b"308 Permanent Redirect\n"
-        data = (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://" + host
-                + conn.server.https_port_b + url + b"\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: 23\r\nCache-Control: no-store\r\nX-Request-ID: " + self.rid
+        data = (b"HTTP/1.1 " + status_line + b"\r\n" + headers + b"X-Request-ID: " + self.rid
                 + (b"\r\nConnection: close\r\n\r\n" if close else
                    b"\r\nConnection: keep-alive\r\n\r\n" if self.http10 else b"\r\n\r\n")
                 + body)
         if not conn.closed:
             conn.transport.write(data)
         self.bytes_out += len(data)
-        self.status = 308
+        self.status = int(status_line[:3])
         self.resp_started = self.resp_done = True
         if self.pending_size:
             self.pending_size = 0
             conn.unpause(P_BUFFER)
         self.pending = []
-        self.finish(308, "")
+        self.finish(self.status, "")
         if self.req_complete or close:
             conn.exchange_finished(self)
 
@@ -1133,8 +1221,12 @@ class Exchange:
         server = conn.server
         duration = monotonic() - self.t0
         route = self.route
+        if proxy_status:  # the code of the ending: logged and counted as its RFC 9209 type
+            ptype, reason = errors.LOGGED.get(proxy_status) or (proxy_status, None)
+        else:
+            ptype, reason = "", None
         stats = route.stats if route is not None else server.metrics.no_route
-        stats.observe(status, proxy_status, duration, self.first_byte,
+        stats.observe(status, ptype, duration, self.first_byte,
                       self.head_size + self.body_in, self.bytes_out)
         t = self.target
         if _diag.tailing:
@@ -1144,7 +1236,7 @@ class Exchange:
         server.log.write(
             route.log_prefix if route is not None else server.no_route_prefix,
             self.method.decode("latin-1"), self.host_s, self.path_b.decode("latin-1"),
-            status, proxy_status, t.addr if t is not None else None, self.upstream_status,
+            status, ptype, reason, t.addr if t is not None else None, self.upstream_status,
             duration, self.connect_time, self.first_byte, self.head_size + self.body_in,
             self.bytes_out, conn.client_ip, (self.rid or b"").decode("latin-1"), self.retries,
             conn.tls_log)

@@ -238,6 +238,9 @@ class Node:
             self.admin_runner, aport = await admin.start(self.state, ahost, aport)
             print(f"switchyard: node {opts.name} listening http={host}:{port} "
                   f"admin={ahost}:{aport} {https_note}", file=sys.stderr, flush=True)
+        from dataplane.upstream import RESERVED  # tenant pools never reach these (SPEC 7)
+        RESERVED.reserve([f"{host}:{port}", f"{ahost}:{aport}" if self.admin_runner else opts.admin,
+                          opts.control_plane] + ([f"{tls_addr[0]}:{tls_addr[1]}"] if tls_addr else []))
         if not opts.snapshot and opts.control_plane:
             from dataplane.sync import SyncClient
             from dataplane.diagnostics import NodeDiagnostics

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from dataplane import schema
 from dataplane.tls import client_context
-from dataplane.upstream import check_address
+from dataplane.upstream import RESERVED, check_address
 
 USER_AGENT = "switchyard-probe/1"
 MAX_HEADERS = 60
@@ -51,10 +51,29 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
 
 
+URL_HEADERS = frozenset(("referer", "location", "content-location"))
+
+
+def redact_query(url: str) -> str:
+    """``url`` (or a request target) with every query parameter value replaced by
+    ``[redacted]``. Names stay (they help and are not secret); any value may be a
+    secret (tokens, signatures, OAuth codes), and so is a part without a name."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        parts.append(f"{name}=[redacted]" if eq else "[redacted]" if part else part)
+    return f"{base}?{'&'.join(parts)}"
+
+
 def redact(name: str, value: str) -> str:
     """A header value with its secret parts replaced (names of cookies and the auth
-    scheme are kept: they help, the secrets do not)."""
+    scheme are kept: they help, the secrets do not); URLs lose their query values."""
     low = name.lower()
+    if low in URL_HEADERS:
+        return redact_query(value)
     if low not in REDACT and not any(w in low for w in ("token", "secret", "password", "apikey")):
         return value
     if low in ("cookie",):
@@ -87,7 +106,9 @@ def _policy(policy: Any) -> schema.UpstreamPolicy | None:
     return None
 
 
-def _forbidden_reason(ip: str) -> str:
+def _forbidden_reason(ip: str, port: int) -> str:
+    if RESERVED.forbids(ip, port):
+        return f"{ip}:{port} is this proxy or its control plane; no tenant target may use it"
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
@@ -292,10 +313,10 @@ async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: s
     pol = _policy(policy)
     allowed, refused = [], []
     for a in dns["addresses"]:
-        if check_address(a, pol):
+        if check_address(a, port, pol):
             allowed.append(a)
         else:
-            refused.append({"address": a, "reason": _forbidden_reason(a)})
+            refused.append({"address": a, "reason": _forbidden_reason(a, port)})
     res["policy"] = {"restricted": bool(pol and pol.restricted), "allowed": allowed,
                      "refused": refused, "ok": bool(allowed)}
     if not allowed:

@@ -6,13 +6,48 @@ exact path, then longest prefix, then regexes; where several routes match the sa
 way, higher ``priority`` wins, and methods and header matches filter.
 If the exact host has no route for the request, wildcard hosts are tried next
 (longest suffix first), so a wildcard can serve what an exact host leaves out.
+
+Route regexes run on RE2: matching time is linear in the path, whatever the pattern.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
+import re2
+from re2 import _re2  # the binding itself: re2.compile's search builds match objects per call
+
+from dataplane import wire
+
 Headers = list  # [(lower name bytes, raw name bytes, value bytes), ...]
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the user, not logged
+_RE2_OPTIONS.never_capture = True  # only "does it match" is asked
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+
+
+class PathRegex:
+    """A route's ``path`` regex compiled by RE2 (UTF-8; RE2 syntax: no backreferences,
+    no lookaround). ``search`` has the semantics of ``re.search`` on the path's text.
+    Raises ValueError for a pattern RE2 refuses."""
+
+    __slots__ = ("pattern", "_re")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        try:
+            self._re = _re2.RE2(pattern.encode("utf-8"), _RE2_OPTIONS)
+        except UnicodeEncodeError:
+            raise ValueError("invalid regular expression: not valid Unicode text") from None
+        if not self._re.ok():
+            detail = self._re.error()
+            detail = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else detail
+            raise ValueError(f"invalid regular expression for RE2 ({detail}); RE2 matches in linear "
+                             "time and has no backreferences or lookaround")
+
+    def search(self, path: bytes) -> bool:
+        """Whether the pattern matches anywhere in ``path`` (the path's UTF-8 bytes)."""
+        return self._re.Match(_UNANCHORED, path, 0, len(path))[0][0] >= 0
 
 
 class RouteEntry:
@@ -34,10 +69,10 @@ class RouteEntry:
         self.tenant = route.tenant
         self.path = route.path
         self.path_type = route.path_type
-        self.regex = re.compile(route.path) if route.path_type == "regex" else None
+        self.regex = PathRegex(route.path) if route.path_type == "regex" else None
         self.priority = route.priority
         self.methods = frozenset(m.encode() for m in route.methods) or None
-        self.header_matches = tuple((m.name.lower().encode(), m.value.encode())
+        self.header_matches = tuple((wire.header_name(m.name).lower(), wire.header_value(m.value))
                                     for m in route.headers)
         self.strip_prefix = route.strip_prefix
         self.preserve_host = route.preserve_host
@@ -103,9 +138,11 @@ class HostTable:
                     for e in group:
                         if e.accepts(method, headers):
                             return e
-        for e in self.regex:
-            if e.regex.search(path) is not None and e.accepts(method, headers):
-                return e
+        if self.regex:
+            text = path.encode()
+            for e in self.regex:
+                if e.regex.search(text) and e.accepts(method, headers):
+                    return e
         return None
 
 

@@ -1,9 +1,11 @@
 """The config snapshot and the sync messages: the one contract between planes.
 
-Pure standard library. The control plane validates every snapshot with
-``parse_snapshot`` before it becomes a version; the data plane runs the same
-function before applying one. A snapshot is a plain JSON object; this module
-turns it into frozen dataclasses or a list of ``SchemaError`` naming the path.
+Pure Python: the standard library, ``dataplane.wire`` (what may go on the wire) and
+``dataplane.router.PathRegex`` (route regexes, RE2). The control plane validates every
+snapshot with ``parse_snapshot`` (and ``dataplane.applier.check_snapshot``) before it
+becomes a version; the data plane runs the same function before applying one. A
+snapshot is a plain JSON object; this module turns it into frozen dataclasses or a
+list of ``SchemaError`` naming the path.
 """
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataplane import wire
+from dataplane.router import PathRegex
+
 SCHEMA_VERSION = 1
 
 ALGORITHMS = ("round_robin", "least_conn", "random", "consistent_hash")
 HASH_ON = ("client_ip", "header", "cookie")
+HASH_KEY_CHECKS = {"header": wire.header_name, "cookie": wire.cookie_name}
 PATH_TYPES = ("prefix", "exact", "regex")
 TARGET_STATES = ("enabled", "disabled", "draining")
 CHECK_TYPES = ("http", "tcp")
@@ -34,7 +40,8 @@ PROTECTED_HEADERS = frozenset(
 )
 PROTECTED_PREFIXES = ("x-forwarded-",)
 
-HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Used by controlplane.diagnostics for synthetic request headers; the snapshot's own
+# strings are checked by dataplane.wire.
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 FORBIDDEN_VALUE_CHARS = re.compile(r"[\r\n\x00]")
 
@@ -182,8 +189,8 @@ def snapshot_hash(data: dict) -> str:
 
 def strip_secrets(data: dict) -> dict:
     certs = data.get("certificates") or []
-    if not any(isinstance(c, dict) and c.get("private_key_pem") for c in certs):
-        return data
+    if not any(isinstance(c, dict) and "private_key_pem" in c for c in certs):
+        return data  # an empty key (certificate deleted since) is stripped too
     clean = dict(data)
     clean["certificates"] = [
         {k: v for k, v in c.items() if k != "private_key_pem"} if isinstance(c, dict) else c
@@ -208,9 +215,10 @@ def normalize_host(host: str) -> str:
         name = name.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise ValueError(f"invalid host name {host!r}: {exc}") from None
-    labels = name.split(".")
-    if len(name) > 253 or not all(HOST_LABEL.match(lbl) for lbl in labels):
-        raise ValueError(f"invalid host name {host!r}")
+    try:
+        wire.hostname(name)
+    except ValueError:
+        raise ValueError(f"invalid host name {host!r}") from None
     return ("*." + name) if wildcard else name
 
 
@@ -286,6 +294,14 @@ class _Reader:
             self.fail(f"{path}.{key}", f"must be one of {', '.join(choices)}")
         return value
 
+    def check(self, check, value: str, path: str) -> None:
+        """Run ``check`` (a ``dataplane.wire`` function, ``PathRegex``) on ``value``;
+        the ValueError it raises is recorded at ``path``."""
+        try:
+            check(value)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+
     def opt_tenant(self, d: dict, path: str) -> str | None:
         value = d.get("tenant")
         if value is not None and not isinstance(value, str):
@@ -295,8 +311,10 @@ class _Reader:
 
 
 def _header_name(r: _Reader, name: Any, path: str, rule: bool) -> str:
-    if not isinstance(name, str) or not HEADER_NAME.match(name):
-        r.fail(path, f"{name!r} is not a valid header name")
+    try:
+        wire.header_name(name)
+    except ValueError as exc:
+        r.fail(path, str(exc))
         return ""
     low = name.lower()
     if rule and (low in PROTECTED_HEADERS or low.startswith(PROTECTED_PREFIXES)):
@@ -308,10 +326,10 @@ def _header_value(r: _Reader, value: Any, path: str) -> str:
     if not isinstance(value, str):
         r.fail(path, "must be a string")
         return ""
-    if FORBIDDEN_VALUE_CHARS.search(value):
-        r.fail(path, "may not contain CR, LF or NUL")
-    elif len(value) > 4096:
+    if len(value) > 4096:
         r.fail(path, "is longer than 4096 characters")
+    else:
+        r.check(wire.header_value, value, path)
     return value
 
 
@@ -340,14 +358,16 @@ def _health_check(r: _Reader, value: Any, path: str) -> HealthCheck | None:
     if not re.fullmatch(r"\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*", statuses.replace(" ", "")):
         r.fail(f"{path}.expected_statuses", "must look like 200-399 or 200,204")
     check_path = r.str(d, "path", path, "/", 2048)
-    if not check_path.startswith("/") or FORBIDDEN_VALUE_CHARS.search(check_path) or " " in check_path:
-        r.fail(f"{path}.path", "must start with / and contain no spaces or control characters")
+    r.check(wire.origin_form, check_path, f"{path}.path")
+    host = r.str(d, "host", path, "", 261)
+    if host:
+        r.check(wire.host_header, host, f"{path}.host")
     return HealthCheck(
         type=r.choice(d, "type", path, CHECK_TYPES, "http"),
         path=check_path,
         method=r.choice(d, "method", path, ("GET", "HEAD", "OPTIONS"), "GET"),
         expected_statuses=statuses,
-        host=_header_value(r, d.get("host", ""), f"{path}.host"),
+        host=host,
         interval=r.num(d, "interval", path, 5.0, 1.0, 3600.0),
         timeout=r.num(d, "timeout", path, 2.0, 0.1, 60.0),
         healthy_threshold=r.int(d, "healthy_threshold", path, 2, 1, 100),
@@ -387,15 +407,25 @@ def _pool(r: _Reader, value: Any, path: str) -> Pool:
             r.fail(f"{path}.policy.allowed_networks[{i}]", f"{net!r} is not a network")
     targets = tuple(_target(r, t, f"{path}.targets[{i}]")
                     for i, t in enumerate(r.list(d.get("targets"), f"{path}.targets")))
+    hash_on = r.choice(d, "hash_on", path, HASH_ON, "client_ip")
+    hash_key = r.str(d, "hash_key", path, "", 200)
+    if hash_key and hash_on in HASH_KEY_CHECKS:
+        r.check(HASH_KEY_CHECKS[hash_on], hash_key, f"{path}.hash_key")
+    sticky_cookie = r.str(d, "sticky_cookie", path, "", 200)
+    if sticky_cookie:
+        r.check(wire.cookie_name, sticky_cookie, f"{path}.sticky_cookie")
+    sni = r.str(tls, "sni", f"{path}.tls", "", 253)
+    if sni:
+        r.check(wire.server_name, sni, f"{path}.tls.sni")
     return Pool(
         id=r.int(d, "id", path),
         name=r.str(d, "name", path, max_len=200),
         tenant=r.opt_tenant(d, path),
         targets=targets,
         algorithm=r.choice(d, "algorithm", path, ALGORITHMS, "round_robin"),
-        hash_on=r.choice(d, "hash_on", path, HASH_ON, "client_ip"),
-        hash_key=r.str(d, "hash_key", path, "", 200),
-        sticky_cookie=r.str(d, "sticky_cookie", path, "", 200),
+        hash_on=hash_on,
+        hash_key=hash_key,
+        sticky_cookie=sticky_cookie,
         connect_timeout=r.num(d, "connect_timeout", path, 5.0, 0.05, 300.0),
         read_timeout=r.num(d, "read_timeout", path, 60.0, 0.05, 3600.0),
         retries=r.int(d, "retries", path, 1, 0, 10),
@@ -405,7 +435,7 @@ def _pool(r: _Reader, value: Any, path: str) -> Pool:
             enabled=r.bool(tls, "enabled", f"{path}.tls", False),
             verify=r.bool(tls, "verify", f"{path}.tls", True),
             ca_pem=r.str(tls, "ca_pem", f"{path}.tls", "", 1 << 20),
-            sni=r.str(tls, "sni", f"{path}.tls", "", 253),
+            sni=sni,
         ),
         health_check=_health_check(r, d.get("health_check"), f"{path}.health_check"),
         policy=UpstreamPolicy(
@@ -428,10 +458,7 @@ def _route(r: _Reader, value: Any, path: str) -> Route:
     path_type = r.choice(d, "path_type", path, PATH_TYPES, "prefix")
     route_path = r.str(d, "path", path, "/", 2048)
     if path_type == "regex":
-        try:
-            re.compile(route_path)
-        except re.error as exc:
-            r.fail(f"{path}.path", f"invalid regular expression: {exc}")
+        r.check(PathRegex, route_path, f"{path}.path")
     elif not route_path.startswith("/") or re.search(r"[\s\x00-\x1f\x7f?#]", route_path):
         r.fail(f"{path}.path", "must start with / and contain no spaces, ? or #")
     methods = []

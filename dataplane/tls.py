@@ -114,41 +114,93 @@ def server_context(cert_pem: str, key_pem: str) -> ServerContext:
     return ctx
 
 
+UNSERVED = object()  # the owner of a name that no route serves
+
+
+def _host_owners(routes: Iterable[Any]) -> tuple[dict, dict]:
+    """Route host -> the tenant slug owning it (None: the platform), exact hosts and
+    wildcard suffixes apart, as the router keys them. A host that routes of several
+    owners share counts as the platform's, so no tenant's certificate serves it."""
+    exact: dict[str, str | None] = {}
+    wildcard: dict[str, str | None] = {}
+    for r in routes:
+        for host in r.hosts:
+            table, key = (wildcard, host[2:]) if host.startswith("*.") else (exact, host)
+            table[key] = r.tenant if table.get(key, r.tenant) == r.tenant else None
+    return exact, wildcard
+
+
 class CertTable:
-    """SNI -> certificate: exact host, then a one-label wildcard, then the default."""
+    """SNI -> certificate, scoped by owner, so that no certificate of one owner is
+    ever presented for another owner's host.
 
-    __slots__ = ("exact", "wildcard", "default", "entries", "errors")
+    A name belongs to the owner of the routes serving it (exact host, then the longest
+    wildcard suffix, as the router matches). Candidates: that owner's certificates
+    (exact, then a one-label wildcard; ties go to the lowest id), then the platform's,
+    then the default when it is the platform's or that owner's. A name no route
+    serves gets a platform certificate or the default."""
 
-    def __init__(self, entries: Iterable[CertEntry] = (), default: CertEntry | None = None,
-                 errors: tuple = ()):
-        self.exact: dict[str, CertEntry] = {}
-        self.wildcard: dict[str, CertEntry] = {}
+    __slots__ = ("by_owner", "owner_exact", "owner_wildcard", "default", "entries", "errors")
+
+    def __init__(self, entries: Iterable[CertEntry] = (), routes: Iterable[Any] = (),
+                 default: CertEntry | None = None, errors: tuple = ()):
         self.entries = tuple(entries)
+        self.by_owner: dict[str | None, tuple[dict, dict]] = {}
         for e in self.entries:
+            exact, wildcard = self.by_owner.setdefault(e.tenant, ({}, {}))
             for host in e.hosts:
                 if host.startswith("*."):
-                    self.wildcard.setdefault(host[2:], e)
+                    wildcard.setdefault(host[2:], e)
                 else:
-                    self.exact.setdefault(host, e)
+                    exact.setdefault(host, e)
+        self.owner_exact, self.owner_wildcard = _host_owners(routes)
         self.default = default
         self.errors = errors  # (certificate name, message) of certificates not loaded
 
-    def for_host(self, name: str) -> CertEntry | None:
-        """The certificate covering ``name`` (normalised), without the default."""
-        e = self.exact.get(name)
-        if e is not None:
-            return e
+    def owner_of(self, name: str) -> Any:
+        """The tenant slug (None: the platform) whose routes serve ``name``, or UNSERVED."""
+        owner = self.owner_exact.get(name, UNSERVED)
+        if owner is not UNSERVED or not self.owner_wildcard:
+            return owner
         i = name.find(".")
-        if i > 0 and self.wildcard:
-            return self.wildcard.get(name[i + 1:])
-        return None
+        while i >= 0:  # longest suffix first, as dataplane.router matches
+            owner = self.owner_wildcard.get(name[i + 1:], UNSERVED)
+            if owner is not UNSERVED:
+                return owner
+            i = name.find(".", i + 1)
+        return UNSERVED
+
+    def _of_owner(self, owner: Any, name: str) -> CertEntry | None:
+        certs = self.by_owner.get(owner)
+        if certs is None:
+            return None
+        exact, wildcard = certs
+        e = exact.get(name)
+        if e is None and wildcard:
+            i = name.find(".")
+            if i > 0:
+                e = wildcard.get(name[i + 1:])
+        return e
+
+    def _choose(self, owner: Any, name: str) -> CertEntry | None:
+        """The owner's certificate for ``name``, else the platform's."""
+        return self._of_owner(owner, name) or self._of_owner(None, name)
+
+    def for_host(self, name: str) -> CertEntry | None:
+        """The certificate a handshake for ``name`` (normalised) gets, without the default."""
+        return self._choose(self.owner_of(name), name)
 
     def lookup(self, server_name: str | None) -> CertEntry | None:
-        if server_name:
-            e = self.for_host(server_name)
-            if e is not None:
-                return e
-        return self.default
+        default = self.default
+        if not server_name:
+            return default
+        owner = self.owner_of(server_name)
+        e = self._choose(owner, server_name)
+        if e is not None:
+            return e
+        if default is not None and (owner is UNSERVED or default.tenant in (None, owner)):
+            return default
+        return None
 
 
 EMPTY = CertTable()
@@ -161,7 +213,9 @@ class TLSCache:
         self.server: dict[str, ServerContext] = {}
         self.client: dict[tuple, ssl.SSLContext] = {}
 
-    def build_certs(self, certs: Iterable[Any], default_name: str = "") -> CertTable:
+    def build_certs(self, certs: Iterable[Any], routes: Iterable[Any],
+                    default_name: str = "") -> CertTable:
+        """The SNI table of ``certs`` for the hosts of ``routes`` (see CertTable)."""
         entries: list[CertEntry] = []
         errors = []
         used: dict[str, ServerContext] = {}
@@ -197,7 +251,7 @@ class TLSCache:
             default = next((e for e in entries if e.tenant is None), None)
         for name, msg in errors:
             print(f"switchyard: certificate {name!r} not loaded: {msg}", file=sys.stderr)
-        return CertTable(entries, default, tuple(errors))
+        return CertTable(entries, routes, default, tuple(errors))
 
     def client_context(self, verify: bool, ca_pem: str) -> ssl.SSLContext:
         key = (verify, ca_pem)

@@ -16,7 +16,8 @@ import ipaddress
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -38,13 +39,83 @@ def _networks(allowed: tuple[str, ...]) -> tuple:
     return tuple(ipaddress.ip_network(n, strict=False) for n in allowed)
 
 
-def check_address(ip: str, policy: Any) -> bool:
-    """May a pool with ``policy`` (schema.UpstreamPolicy) connect to ``ip``?"""
-    if policy is None or not policy.restricted:
-        return True
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
+    return addr
+
+
+def is_local_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Is ``addr`` an address of this host (what a wildcard listener accepts on)?
+    Only a local address can be bound."""
+    with socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET) as probe_sock:
+        try:
+            probe_sock.bind((str(addr), 0))
+        except OSError:
+            return False
+    return True
+
+
+def _endpoint(text: str) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` or a ws/wss/http/https URL → (host, port); None when
+    it names no port (e.g. an HTTPS listener that is ``off``)."""
+    if "://" in text:
+        url = urlsplit(text)
+        default = 443 if url.scheme in ("wss", "https") else 80
+        return (url.hostname, url.port or default) if url.hostname else None
+    host, _, port = text.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0", int(port)) if port.isdigit() else None
+
+
+class ReservedEndpoints:
+    """Addresses no restricted (tenant) pool may reach, whatever its allowed_networks
+    (SPEC 7: the proxy and the control plane are never targets). A listener on a
+    wildcard address (0.0.0.0, ::) reserves its port on every address of this host."""
+
+    def __init__(self) -> None:
+        self.exact: frozenset[tuple[Any, int]] = frozenset()
+        self.local_ports: frozenset[int] = frozenset()
+
+    def reserve(self, endpoints: Iterable[str]) -> None:
+        """Add ``host:port`` listeners or URLs; names are resolved now."""
+        exact, local = set(self.exact), set(self.local_ports)
+        for host, port in filter(None, map(_endpoint, endpoints)):
+            for ip in _resolve_now(host):
+                if ip.is_unspecified:
+                    local.add(port)
+                else:
+                    exact.add((ip, port))
+        self.exact, self.local_ports = frozenset(exact), frozenset(local)
+
+    def forbids(self, ip: str, port: int) -> bool:
+        addr = _address(ip)
+        return (addr, port) in self.exact or (port in self.local_ports and is_local_address(addr))
+
+
+def _resolve_now(host: str) -> set:
+    try:
+        return {_address(host)}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return set()
+    return {_address(info[4][0]) for info in infos}
+
+
+# This node's listeners and its control plane, filled in once at start (node.py).
+RESERVED = ReservedEndpoints()
+
+
+def check_address(ip: str, port: int, policy: Any) -> bool:
+    """May a pool with ``policy`` (schema.UpstreamPolicy) connect to ``ip``:``port``?"""
+    if policy is None or not policy.restricted:
+        return True
+    if RESERVED.forbids(ip, port):
+        return False
+    addr = _address(ip)
     for net in _networks(policy.allowed_networks):
         if addr.version == net.version and addr in net:
             return True
@@ -267,7 +338,7 @@ class HostPool:
             except asyncio.TimeoutError:
                 raise UpstreamError("dns_error", f"{self.host}: lookup timed out") from None
             addrs = list(dict.fromkeys(info[4][0] for info in infos))
-        allowed = [a for a in addrs if check_address(a, policy)]
+        allowed = [a for a in addrs if check_address(a, self.port, policy)]
         if not allowed:
             raise UpstreamError("destination_ip_prohibited", f"{self.host} -> {', '.join(addrs)}")
         error = UpstreamError("connection_refused", self.host)

@@ -436,6 +436,8 @@ class Supervisor:
         https_note = f"https={self.https}" if self.https != "off" else "https off"
         print(f"switchyard: node {opts.name} listening http={self.http} admin={ahost}:{aport}"
               f" {https_note} workers={opts.workers} pids={pids}", file=sys.stderr, flush=True)
+        from dataplane.upstream import RESERVED  # probes run here: the same listeners (SPEC 7)
+        RESERVED.reserve([self.http, f"{ahost}:{aport}", opts.control_plane, self.https])
         if not opts.snapshot and opts.control_plane:
             from dataplane.sync import SyncClient
             from dataplane.diagnostics import NodeDiagnostics

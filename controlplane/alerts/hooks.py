@@ -47,7 +47,9 @@ def target_transition(target, healthy: bool, reason: str = "") -> Alert | None:
 
 
 def node_rejected_config(node, version: int, errors: list[dict]) -> Alert:
-    """A data-plane node NACKed a pushed version. Recorded once per node and version."""
+    """A data-plane node NACKed a pushed version with errors that name no object it could
+    quarantine (``object_quarantined`` alerts the others). Platform alert, once per node
+    and version."""
     dedup_key = f"node_rejected_config:{node.pk}:{version}"
     existing = Alert.objects.filter(kind="node_rejected_config", dedup_key=dedup_key).first()
     if existing is not None:
@@ -69,6 +71,29 @@ def node_rejected_config(node, version: int, errors: list[dict]) -> Alert:
     if alert is None:  # raised concurrently by another process
         alert = Alert.objects.get(kind="node_rejected_config", dedup_key=dedup_key)
     return alert
+
+
+def object_quarantined(quarantine, left_out_of: int | None) -> Alert | None:
+    """A node rejected a route, pool or certificate, which is now left out of the config
+    (version ``left_out_of``) until its owner saves it again. The ``node_rejected_config``
+    alert of that NACK: to the owner's channels and the platform's, once per object and
+    rejected version."""
+    q = quarantine
+    lines = [f"Node {q.node_name} rejected config version {q.version} because of {q.kind} {q.object_name}.",
+             f"It is quarantined: left out of {f'version {left_out_of}' if left_out_of else 'the next versions'} "
+             "so that every other change still reaches the nodes. Fix it and save it again to put it back "
+             "(deleting it lifts the quarantine too).", ""]
+    lines += [f"- {e.get('path') or '(snapshot)'}: {e.get('message')}" for e in q.errors]
+    return raise_alert(
+        "node_rejected_config",
+        tenant=q.tenant,
+        subject=f"{q.kind.capitalize()} {q.object_name} quarantined: node {q.node_name} rejected it: {q.error}",
+        body="\n".join(lines),
+        dedup_key=f"quarantine:{q.kind}:{q.object_id}:{q.version}",
+        data={"node": q.node_name, "node_id": q.node_id, "version": q.version, "kind": q.kind,
+              "object_id": q.object_id, "object": q.object_name, "errors": q.errors, "left_out_of": left_out_of},
+        once=True,
+    )
 
 
 def node_disconnected(node) -> Alert | None:

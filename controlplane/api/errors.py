@@ -1,4 +1,5 @@
-"""Django ``ValidationError`` (a message dict keyed by model field) → DRF 400 keyed by API field."""
+"""Django ``ValidationError`` (a message dict keyed by model field) → DRF 400 keyed by API field;
+a dependency that is down (database, broker) → JSON 503 with ``Retry-After``."""
 from __future__ import annotations
 
 from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
@@ -6,6 +7,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from controlplane import unavailable
 
 from .serializers import HEALTH_CHECK_FIELDS
 
@@ -40,10 +43,21 @@ class TooLarge(APIException):
     default_code = "too_large"
 
 
+class DependencyUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+    wait = unavailable.RETRY_AFTER_SECONDS  # DRF's handler sends it as Retry-After
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus Django ``ValidationError`` from the services as a 400 and
-    an oversized body (``DATA_UPLOAD_MAX_MEMORY_SIZE``) as a JSON 413."""
-    if isinstance(exc, DjangoValidationError):
+    """DRF's handler, plus Django ``ValidationError`` from the services as a 400, an
+    oversized body (``DATA_UPLOAD_MAX_MEMORY_SIZE``) as a JSON 413, and an unreachable
+    database or broker as a JSON 503."""
+    dependency = unavailable.dependency_down(exc)
+    if dependency is not None:
+        unavailable.log_outage(context["request"], dependency, exc)
+        exc = DependencyUnavailable(unavailable.message(dependency))
+    elif isinstance(exc, DjangoValidationError):
         exc = to_drf(exc)
     elif isinstance(exc, RequestDataTooBig):
         exc = TooLarge()

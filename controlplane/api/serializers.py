@@ -234,6 +234,36 @@ class HealthCheckSerializer(serializers.Serializer):
     unhealthy_threshold = StrictIntegerField(min_value=0, max_value=32767, required=False)
 
 
+class QuarantineSerializer(serializers.Serializer):
+    """What keeps an object out of the config: a node rejected it (SPEC 7)."""
+    kind = StrictCharField(help_text="What the node rejected: this object, or the pool or certificate this route "
+                                     "needs (route, pool, certificate).")
+    id = StrictIntegerField(source="object_id")
+    name = StrictCharField(source="object_name")
+    version = StrictIntegerField(help_text="The version the node rejected.")
+    node = StrictCharField(source="node_name")
+    error = StrictCharField(help_text="The node's error.")
+    since = serializers.DateTimeField(source="created")
+
+
+@extend_schema_field(QuarantineSerializer(allow_null=True))
+class QuarantineField(serializers.Field):
+    """Read-only: the quarantine that keeps the object out of the nodes' config, or null.
+    Saving the object again (or, for a route, its pool or certificate) lifts it."""
+
+    def __init__(self):
+        super().__init__(source="*", read_only=True, help_text=(
+            "Null, or the node's rejection that keeps this object out of the config until it is saved again."))
+
+    def to_representation(self, obj):
+        from controlplane.publishing import quarantine
+
+        if "quarantines" not in self.context:  # once per response, not per object of a list
+            self.context["quarantines"] = quarantine.in_force()
+        kept_out = quarantine.keeping_out(obj, self.context["quarantines"])
+        return QuarantineSerializer(kept_out).data if kept_out is not None else None
+
+
 class PoolSerializer(ServiceModelSerializer):
     tenant = tenant_field()
     targets = TargetSerializer(many=True, required=False,
@@ -242,12 +272,13 @@ class PoolSerializer(ServiceModelSerializer):
     connect_timeout = StrictFloatField(required=False)
     read_timeout = StrictFloatField(required=False)
     passive_ejection_seconds = StrictFloatField(required=False)
+    quarantine = QuarantineField()
 
     class Meta:
         model = Pool
         fields = ["id", "tenant", "name", "algorithm", "hash_on", "hash_key", "sticky_cookie", "connect_timeout",
                   "read_timeout", "retries", "passive_failures", "passive_ejection_seconds", "tls_enabled",
-                  "tls_verify", "tls_ca_pem", "tls_sni", "health_check", "targets", "created", "updated"]
+                  "tls_verify", "tls_ca_pem", "tls_sni", "health_check", "targets", "quarantine", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
 
 
@@ -281,13 +312,14 @@ class RouteSerializer(ServiceModelSerializer):
     priority = StrictIntegerField(min_value=-(2 ** 31), max_value=2 ** 31 - 1, required=False)
     max_body_size = StrictIntegerField(min_value=0, max_value=MAX_ID, required=False)
     hsts_max_age = StrictIntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
+    quarantine = QuarantineField()
 
     class Meta:
         model = Route
         fields = ["id", "tenant", "name", "hosts", "path", "path_type", "methods", "headers", "priority", "pool",
                   "strip_prefix", "preserve_host", "request_headers", "response_headers", "websocket",
                   "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme", "enabled",
-                  "created", "updated"]
+                  "quarantine", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
 
 
@@ -304,12 +336,13 @@ class CertificateSerializer(ServiceModelSerializer):
                                           help_text="Extra trusted roots for the chain check (not stored).")
     sans = serializers.ListField(child=StrictCharField(), read_only=True)
     warnings = serializers.ListField(child=StrictCharField(), read_only=True)
+    quarantine = QuarantineField()
 
     class Meta:
         model = Certificate
         fields = ["id", "tenant", "name", "certificate_pem", "private_key_pem", "ca_bundle_pem", "subject", "sans",
                   "issuer", "not_before", "not_after", "fingerprint", "chain_status", "warnings", "source",
-                  "created", "updated"]
+                  "quarantine", "created", "updated"]
         read_only_fields = ["id", "subject", "issuer", "not_before", "not_after", "fingerprint", "chain_status",
                             "source", "created", "updated"]
 

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 
 from controlplane.alerts import services as alert_services
 from controlplane.alerts.models import Alert, AlertChannel
+from controlplane.alerts.visibility import with_visible_deliveries
 from controlplane.audit.models import AuditEntry
 from controlplane.audit.services import Actor
 from controlplane.certs import services as cert_services
@@ -489,10 +490,14 @@ class AlertChannelViewSet(Create, Update, Destroy, ServiceViewSet):
     tenant_param(), OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.QUERY,
                                      description="e.g. certificate_expiring")]))
 class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Alerts raised, each with its delivery attempts."""
-    queryset = Alert.objects.select_related("tenant").prefetch_related("deliveries__channel")
+    """Alerts raised, each with its delivery attempts (a member: only those to its
+    tenants' channels)."""
+    queryset = Alert.objects.select_related("tenant")
     serializer_class = s.AlertSerializer
     filters = {"tenant": "tenant__slug", "kind": "kind"}
+
+    def base_queryset(self):
+        return with_visible_deliveries(self.queryset.all(), self.principal)
 
 
 # ------------------------------------------------------------------ API tokens

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Max
-
 from .models import AuditEntry
 
 
@@ -52,15 +50,11 @@ def _tenant_of(obj):
     return getattr(obj, "tenant", None) if getattr(obj, "tenant_id", None) else None
 
 
-def latest_version_number() -> int | None:
-    from controlplane.publishing.models import ConfigVersion
-
-    return ConfigVersion.objects.aggregate(n=Max("number"))["n"]
-
-
 def record(actor: Actor | None, action: str, obj=None, before=None, after=None, note: str = "",
            tenant=None, config_version: int | None = None, object_id=None) -> AuditEntry:
-    """Write one audit entry; ``config_version`` defaults to the latest version.
+    """Write one audit entry. ``config_version`` is the version this change published;
+    a change that published none (members, tokens, channels, nodes) carries none, so it
+    never links to (and shows) a version someone else made.
     ``object_id`` names a row that was just deleted (its instance has no pk any more)."""
     actor = actor or Actor.system()
     object_type, pk, object_repr = _object_fields(obj)
@@ -69,5 +63,5 @@ def record(actor: Actor | None, action: str, obj=None, before=None, after=None, 
         actor=actor.label[:200], tenant=tenant if tenant is not None else _tenant_of(obj),
         object_type=object_type, object_id=object_id, object_repr=object_repr, action=action,
         before=before, after=after, note=note or "", source_address=actor.source_address,
-        config_version=config_version if config_version is not None else latest_version_number(),
+        config_version=config_version,
     )

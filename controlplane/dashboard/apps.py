@@ -5,3 +5,6 @@ class DashboardConfig(AppConfig):
     name = "controlplane.dashboard"
     label = "dashboard"
     verbose_name = "Dashboard"
+
+    def ready(self):
+        from . import throttle  # noqa: F401  (connects the login-throttle signal receivers)

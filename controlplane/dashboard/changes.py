@@ -62,18 +62,24 @@ def object_diff(before: dict | None, after: dict | None) -> list[dict]:
             for k in sorted(set(before) | set(after)) if k not in skip and before.get(k) != after.get(k)]
 
 
-def tenant_view(snapshot: dict, principal) -> dict:
-    """The part of a snapshot that ``principal`` may see (everything for staff)."""
+def tenant_view(version: ConfigVersion | None, principal) -> dict:
+    """The part of ``version``'s snapshot that ``principal`` may see (everything for
+    staff). Snapshots name tenants by slug, so a version made before one of the
+    principal's tenants existed shows nothing of that tenant: whatever carried its
+    slug then belonged to a deleted tenant that had the same slug."""
+    snapshot = version.snapshot if version is not None else schema.empty_snapshot()
     if principal.staff:
         return snapshot
-    slugs = set(principal.tenants().values_list("slug", flat=True))
+    made = version.created if version is not None else None
+    slugs = {slug for slug, created in principal.tenants().values_list("slug", "created")
+             if made is None or made >= created}
     return {**snapshot, **{key: [item for item in snapshot.get(key) or [] if item.get("tenant") in slugs]
                            for key in ("routes", "pools", "certificates")}}
 
 
 def scoped_diff(a: ConfigVersion | None, b: ConfigVersion, principal) -> list[dict]:
-    old = ConfigVersion(snapshot=tenant_view(a.snapshot if a else schema.empty_snapshot(), principal))
-    new = ConfigVersion(snapshot=tenant_view(b.snapshot, principal))
+    old = ConfigVersion(snapshot=tenant_view(a, principal))
+    new = ConfigVersion(snapshot=tenant_view(b, principal))
     return publisher.diff(old, new)
 
 

@@ -93,7 +93,7 @@ def probe(request):
     values = {k: (data.get(k) or "").strip() for k in ("node", "target", "url", "path", "sni", "tenant")}
     values["insecure"] = bool(data.get("insecure"))
     result, errors = None, []
-    if request.method == "POST" or (request.GET.get("run") == "1"):
+    if request.method == "POST":  # a probe makes a node send traffic: never on a GET (a link, a prefetch)
         body = {k: v for k, v in values.items() if v not in ("", False)}
         if values["target"]:
             body.pop("url", None)
@@ -135,9 +135,7 @@ def why(request, pk):
     data = services.route_errors(p, pk, minutes)
     for e in data["errors_by_type"]:
         e["tail_url"] = tail_url(route=pk, proxy_status=e["type"])
-        e["probe_targets"] = [{"target": t["body"]["target"], "label": t["target"],
-                               "url": reverse("dashboard:diagnostics_probe") + "?"
-                               + urlencode({"target": t["body"]["target"], "run": "1"})}
+        e["probe_targets"] = [{"target": t["body"]["target"], "label": t["target"]}
                               for t in (e.get("links") or {}).get("probe") or []]
     return render(request, "dashboard/diagnostics/why.html", {
         "data": data, "route": data["route"], "minutes": minutes,

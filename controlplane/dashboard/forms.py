@@ -9,11 +9,15 @@ import json
 import re
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from controlplane.alerts.models import AlertChannel
 from controlplane.proxy.models import Certificate, Pool, Route, Target
 from controlplane.tenancy.models import Membership, Tenant
+
+from . import throttle
 
 NOTE_HELP = "Why this change? Stored with the version and in the audit log."
 
@@ -435,3 +439,22 @@ class RollbackForm(forms.Form):
 
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------ sign-in
+
+class ThrottledLoginMixin:
+    """Says why a sign-in the throttle refused failed, instead of "wrong password"."""
+
+    def get_invalid_login_error(self):
+        if throttle.was_throttled(self.request):
+            return ValidationError(throttle.refusal_message(), code="throttled")
+        return super().get_invalid_login_error()
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    pass

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login as auth_login, logout as auth_logout
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -33,6 +30,7 @@ from django.views.decorators.http import require_POST
 
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
 from controlplane.alerts.services import delete_channel, save_channel
+from controlplane.alerts.visibility import with_visible_deliveries
 from controlplane.audit.models import AuditEntry
 from controlplane.audit.services import Actor, record
 from controlplane.certs import services as cert_services
@@ -45,10 +43,8 @@ from controlplane.tenancy.access import principal as get_principal
 from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
 
 from . import changes as change_preview
-from . import charts, forms, telemetry
-from .models import LoginAttempt
+from . import charts, forms, telemetry, throttle
 
-log = logging.getLogger("switchyard.dashboard")
 EXPIRY_WARNING_DAYS = 30
 PAGE_SIZE = 50
 
@@ -84,47 +80,27 @@ def _current():
 
 # =================================================================== login
 
-def client_address(request) -> str:
-    return (request.META.get("REMOTE_ADDR") or "unknown")[:64]
-
-
-def login_blocked(username: str, address: str) -> bool:
-    since = timezone.now() - dt.timedelta(seconds=settings.SWITCHYARD_LOGIN_WINDOW_SECONDS)
-    failures = LoginAttempt.objects.filter(username=username.lower()[:150], address=address, created__gte=since)
-    return failures.count() >= settings.SWITCHYARD_LOGIN_MAX_FAILURES
+def return_url(request, url: str | None, fallback: str) -> str:
+    """``url`` (a ``next`` or ``back`` parameter) when it stays on this site, else ``fallback``:
+    no other host, no ``javascript:`` or other scheme."""
+    if url and url_has_allowed_host_and_scheme(url, {request.get_host()}, require_https=request.is_secure()):
+        return url
+    return fallback
 
 
 @sensitive_post_parameters("password")
 @csrf_protect
 @never_cache
+@throttle.with_throttle_status
 def login_view(request):
-    next_url = request.POST.get("next") or request.GET.get("next") or ""
-    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure()):
-        next_url = ""
+    next_url = return_url(request, request.POST.get("next") or request.GET.get("next"), "")
     if request.user.is_authenticated and request.method == "GET":
         return redirect(next_url or "dashboard:overview")
-    form = AuthenticationForm(request, data=request.POST or None)
-    blocked = False
-    if request.method == "POST":
-        username = (request.POST.get("username") or "").strip()
-        address = client_address(request)
-        if login_blocked(username, address):
-            blocked = True
-            minutes = max(1, settings.SWITCHYARD_LOGIN_WINDOW_SECONDS // 60)
-            form = AuthenticationForm(request, initial={"username": username})
-            messages.error(request, f"Too many failed sign-in attempts for {username} from your address. "
-                                    f"Try again in {minutes} minutes.")
-            log.warning("dashboard: login for %s from %s refused (throttled)", username, address)
-        elif form.is_valid():
-            LoginAttempt.objects.filter(username=username.lower()[:150], address=address).delete()
-            auth_login(request, form.get_user())
-            return redirect(next_url or "dashboard:overview")
-        else:
-            LoginAttempt.objects.create(username=username.lower()[:150], address=address)
-            log.info("dashboard: failed login for %s from %s", username, address)
-    status = 429 if blocked else 200
-    return render(request, "dashboard/login.html", {"form": form, "next": next_url, "blocked": blocked},
-                  status=status)
+    form = forms.LoginForm(request, data=request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        auth_login(request, form.get_user())
+        return redirect(next_url or "dashboard:overview")
+    return render(request, "dashboard/login.html", {"form": form, "next": next_url})
 
 
 @require_POST
@@ -292,7 +268,8 @@ def _delete_flow(request, *, obj, kind, action, success_url):
         else:
             messages.warning(request, "The configuration changed since the preview. Review and confirm again.")
     return render(request, "dashboard/confirm_delete.html", {
-        "obj": obj, "kind": kind, "preview": preview, "errors": errors, "cancel_url": request.GET.get("back") or success_url,
+        "obj": obj, "kind": kind, "preview": preview, "errors": errors,
+        "cancel_url": return_url(request, request.GET.get("back"), success_url),
     })
 
 
@@ -561,7 +538,7 @@ def audit_log(request):
 @login_required
 def alert_list(request):
     p = get_principal(request)
-    qs = p.scope(Alert.objects.select_related("tenant").prefetch_related("deliveries__channel"))
+    qs = p.scope(with_visible_deliveries(Alert.objects.select_related("tenant"), p))
     kind = (request.GET.get("kind") or "").strip()
     if kind:
         qs = qs.filter(kind=kind)

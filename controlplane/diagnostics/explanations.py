@@ -111,6 +111,17 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
         "check": "Tail the log by client address; fix the client or whatever sits in front "
                  "of the proxy.",
     },
+    "invalid_host": {
+        "meaning": "The Host header was missing, repeated or not a host name (userinfo, a "
+                   "path, a list, empty): answered 400; nothing reached a backend.",
+        "check": "Tail the log by client address: the host field shows the value received.",
+    },
+    "method_not_implemented": {
+        "meaning": "The request method is a token the proxy's HTTP parser does not know "
+                   "(501); nothing reached a backend.",
+        "check": "Use a standard method (GET, POST, PUT, PATCH, DELETE, WebDAV methods, "
+                 "PURGE, QUERY ...) or call the backend directly.",
+    },
     "body_too_large": {
         "meaning": "The request body exceeded the route's max_body_size (413).",
         "check": "Raise max_body_size on the route if such uploads are expected.",

@@ -225,12 +225,12 @@ def policy_of(tenant: Tenant | None) -> dict:
     return {"restricted": True, "allowed_networks": list(tenant.allowed_networks or [])}
 
 
-def _check_policy(host: str, tenant: Tenant | None, field: str) -> None:
+def _check_policy(host: str, port: int, tenant: Tenant | None, field: str) -> None:
     """The tenant's upstream policy on the control plane (the node checks again)."""
     if tenant is None:
         return
     from controlplane.tenancy.upstream_policy import check_target
-    problems = check_target(host, tenant.allowed_networks or [])
+    problems = check_target(host, tenant.allowed_networks or [], port=port)
     if problems:
         raise ValidationError({field: problems})
 
@@ -263,7 +263,7 @@ def prepare_probe(p: Principal, data: dict) -> tuple[Node, dict, dict]:
             msg["host_header"] = pool.health_check_host
         context.update(target={"id": target.id, "host": target.host, "port": target.port,
                                "pool": pool.id, "pool_name": pool.name})
-        _check_policy(target.host, tenant, "target")
+        _check_policy(target.host, target.port, tenant, "target")
     else:
         url = str(data.get("url") or "").strip()
         from urllib.parse import urlsplit
@@ -279,7 +279,7 @@ def prepare_probe(p: Principal, data: dict) -> tuple[Node, dict, dict]:
         tenant = _tenant_for_probe(p, data.get("tenant"))
         if tenant is not None:
             require_level(p, tenant, "edit")
-        _check_policy(host, tenant, "url")
+        _check_policy(host, u.port or (443 if u.scheme == "https" else 80), tenant, "url")
         msg["url"] = url
         msg["sni"] = str(data.get("sni") or "")[:253]
     msg["policy"] = policy_of(tenant)
@@ -496,12 +496,26 @@ def store_capture(node_id: int, sid: str, record: dict) -> bool:
     return True
 
 
+def _request_host(value: Any) -> str:
+    """The host of a synthetic request: one host name (normalised), never a wildcard
+    nor anything else a Host header may not carry (CR/LF, spaces, ...)."""
+    if not isinstance(value, str):
+        raise ValidationError({"host": ["must be a host name (a string)"]})
+    try:
+        host = schema.normalize_host(value)
+    except ValueError as exc:
+        raise ValidationError({"host": [str(exc)]}) from None
+    if host.startswith("*."):
+        raise ValidationError({"host": ["must be one host name, not a wildcard"]})
+    return host
+
+
 def synthetic_request(p: Principal, route_pk: Any, data: dict, actor: str = "") -> dict:
     from asgiref.sync import async_to_sync
     route = route_or_404(p, route_pk)
     require_level(p, route.tenant if route.tenant_id else None, "edit")
     hosts = [h for h in (route.hosts or []) if isinstance(h, str)]
-    host = str(data.get("host") or "").strip().lower()
+    host = _request_host(data["host"]) if data.get("host") else ""
     if not host:
         exact = [h for h in hosts if not h.startswith("*.")]
         host = exact[0] if exact else ("test." + hosts[0][2:] if hosts else "")

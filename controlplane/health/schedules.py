@@ -1,8 +1,9 @@
 """One django-celery-beat ``PeriodicTask`` per pool with an active check.
 
-Beat runs with the ``DatabaseScheduler`` and re-reads the schedule whenever a
-``PeriodicTask`` is saved or deleted (within its 5 s loop), so changing a pool's
-check changes its schedule without restarting anything.
+Beat runs with ``controlplane.beat.DatabaseScheduler`` and re-reads the schedule
+within a second of a ``PeriodicTask`` being saved or deleted — also one saved while
+beat starts — so a pool's first check runs within two intervals of the save and
+changing a pool's check changes its schedule without restarting anything.
 
 ``sync_pool_schedule`` is called from the ``Pool`` signals (``signals.py``) inside the
 saving transaction, so the schedule commits or rolls back with the pool;

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from dataplane import schema
+from dataplane import applier, schema
 
 from controlplane.certs import pem
 from controlplane.publishing import compiler
@@ -76,8 +76,9 @@ def _split(path: str, prefix: str) -> tuple[str, str]:
 
 
 def schema_errors(snapshot: dict) -> list[schema.SchemaError]:
+    """What a node would refuse in ``snapshot`` (the gate: schema, then the node's build)."""
     try:
-        schema.parse_snapshot(snapshot)
+        applier.check_snapshot(snapshot)
     except schema.SnapshotInvalid as exc:
         return exc.errors
     return []
@@ -172,22 +173,41 @@ def validate_delegation(tenant: Tenant, suffix: str, *, exclude_id=None) -> str:
             errors.add("suffix", f"{norm} is already delegated to tenant {tenant.slug}")
         elif other.tenant_id != tenant.pk and overlaps(norm, other.suffix):
             errors.add("suffix", f"{norm} overlaps {other.suffix}, delegated to tenant {other.tenant.slug}")
+    _check_platform_hosts(norm, errors)
     errors.raise_if_any()
     return norm
 
 
+def _check_platform_hosts(suffix: str, errors: Errors) -> None:
+    """A delegation may not take the host of a platform route. A platform wildcard above
+    the suffix (``*.example.com`` over ``shop.example.com``) is not taken: the tenant's
+    routes match first, and it stays the catch-all for names the tenant does not route."""
+    delegation = Delegation(suffix=suffix)
+    for route in Route.objects.filter(tenant__isnull=True).order_by("id"):
+        covered = [host for host in route.hosts or [] if delegation.covers(host)]
+        if covered:
+            errors.add("suffix", f"{suffix} covers {', '.join(covered)}, served by platform route {route.name}; "
+                                 "move or delete that route first")
+
+
 def validate_delegation_removal(delegation: Delegation, replacement: str | None = None) -> None:
     """A delegation may go (or change to ``replacement``) only when the tenant's routes
-    stay inside its delegations."""
+    and the names on its certificates stay inside its delegations."""
     others = list(Delegation.objects.filter(tenant_id=delegation.tenant_id).exclude(pk=delegation.pk))
     if replacement:
         others.append(Delegation(tenant_id=delegation.tenant_id, suffix=replacement))
     old = Delegation.objects.filter(pk=delegation.pk).first() or delegation
     errors = Errors()
+
+    def stranded(host: str) -> bool:
+        return old.covers(host) and not any(d.covers(host) for d in others)
     for route in Route.objects.filter(tenant_id=delegation.tenant_id):
-        for host in route.hosts or []:
-            if old.covers(host) and not any(d.covers(host) for d in others):
-                errors.add("suffix", f"route {route.name} uses {host}, which only {old.suffix} covers")
+        for host in filter(stranded, route.hosts or []):
+            errors.add("suffix", f"route {route.name} uses {host}, which only {old.suffix} covers")
+    for cert in Certificate.objects.filter(tenant_id=delegation.tenant_id).order_by("id"):
+        for host in filter(stranded, compiler.certificate_hosts(cert)):
+            errors.add("suffix", f"certificate {cert.name} names {host}, which only {old.suffix} covers; "
+                                 "delete or replace it first")
     errors.raise_if_any()
 
 
@@ -245,7 +265,8 @@ def _clean_targets(pool: Pool, targets: list[dict], errors: Errors) -> list[dict
             errors.add("targets", f"{t['host']}:{t.get('port')} is listed twice")
         seen.add((t["host"], t.get("port")))
         if tenant is not None:
-            for problem in upstream_policy.check_target(t["host"], tenant.allowed_networks or []):
+            for problem in upstream_policy.check_target(t["host"], tenant.allowed_networks or [],
+                                                        port=t.get("port")):
                 errors.add("targets", problem)
         clean.append(t)
     return clean
@@ -344,9 +365,14 @@ def _check_pool(route: Route, errors: Errors) -> None:
 def _check_certificate(route: Route, errors: Errors) -> None:
     if not route.certificate_id:
         return
-    cert = Certificate.objects.filter(pk=route.certificate_id).first()
-    if cert is None or cert.tenant_id not in (None, route.tenant_id):
+    cert = Certificate.objects.filter(pk=route.certificate_id).select_related("tenant").first()
+    if cert is None or (route.tenant_id and cert.tenant_id != route.tenant_id):
+        # a tenant learns nothing of a certificate it does not own (SPEC 7)
         errors.add("certificate", f"unknown certificate {route.certificate_id}")
+        return
+    if cert.tenant_id != route.tenant_id:
+        errors.add("certificate", f"certificate {cert.name} belongs to tenant {cert.tenant.slug}; "
+                                  "a route may only use a certificate of its own owner")
         return
     for host in route.hosts:
         if not pem.covers(cert.sans or [], host):
@@ -414,6 +440,7 @@ def validate_certificate(cert: Certificate, private_key_pem: str | None, *, ca_b
             errors.add(field, message)
     if report.ok:
         _fill_parsed(cert, report)
+        _check_names_delegated(cert, tenant, errors)
         _check_users_covered(cert, errors)
     errors.raise_if_any()
     return report
@@ -431,10 +458,24 @@ def _fill_parsed(cert: Certificate, report) -> None:
     cert.chain_status, cert.warnings = report.chain_status, report.warnings
 
 
+def _check_names_delegated(cert: Certificate, tenant, errors: Errors) -> None:
+    """A tenant certificate may name only hosts inside the tenant's delegations (SPEC 7)."""
+    if tenant is None:
+        return
+    delegations = list(Delegation.objects.filter(tenant=tenant))
+    outside = [h for h in compiler.certificate_hosts(cert) if not any(d.covers(h) for d in delegations)]
+    if outside:
+        errors.add("certificate_pem", f"names {', '.join(outside)}, outside tenant {tenant.slug}'s delegations: "
+                                      "a tenant certificate may name only hosts inside them")
+
+
 def _check_users_covered(cert: Certificate, errors: Errors) -> None:
     if not cert.pk:
         return
-    for route in Route.objects.filter(certificate_id=cert.pk):
+    for route in Route.objects.filter(certificate_id=cert.pk).select_related("tenant"):
+        if route.tenant_id != cert.tenant_id:
+            errors.add("tenant", f"route {route.name} of {_tenant_label(route.tenant)} uses this certificate; "
+                                 "a route may only use a certificate of its own owner")
         for host in route.hosts:
             if not pem.covers(cert.sans, host):
                 errors.add("certificate_pem", f"does not cover {host}, which route {route.name} serves with it")

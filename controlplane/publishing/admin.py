@@ -8,7 +8,7 @@ from controlplane.audit.services import Actor, record
 from controlplane.proxy.admin_mixins import ReadOnlyAdmin
 
 from . import publisher
-from .models import ConfigVersion, Node, NodeEvent
+from .models import ConfigVersion, Node, NodeEvent, Quarantine
 
 
 @admin.register(ConfigVersion)
@@ -78,3 +78,11 @@ class NodeAdmin(admin.ModelAdmin):
 class NodeEventAdmin(ReadOnlyAdmin):
     list_display = ("created", "node", "kind", "version", "sha256", "apply_ms")
     list_filter = ("kind", "node")
+
+
+@admin.register(Quarantine)
+class QuarantineAdmin(ReadOnlyAdmin):
+    """Written only by the NACK handling; lifted by saving (or deleting) the object."""
+    list_display = ("created", "kind", "object_name", "tenant", "version", "node_name", "error")
+    list_filter = ("kind",)
+    search_fields = ("object_name", "node_name")

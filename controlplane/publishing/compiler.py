@@ -14,11 +14,19 @@ from controlplane.certs import pem
 
 
 def compile_snapshot() -> dict:
+    """The enabled routes with the pools and certificates they use, leaving out what is
+    quarantined (``quarantine``): a route, or a pool or certificate with the routes
+    that need it."""
     from controlplane.proxy.models import Certificate, Route
 
-    routes = list(Route.objects.filter(enabled=True).select_related("tenant", "pool").order_by("id"))
+    from .quarantine import left_out
+
+    out = left_out()
+    routes = list(Route.objects.filter(enabled=True).exclude(id__in=out["route"]).exclude(pool_id__in=out["pool"])
+                  .exclude(certificate_id__in=out["certificate"]).select_related("tenant", "pool").order_by("id"))
     pools = _pools_of(routes)
-    certs = [c for c in Certificate.objects.select_related("tenant").order_by("id") if _used(c, routes)]
+    certs = [c for c in Certificate.objects.exclude(id__in=out["certificate"]).select_related("tenant").order_by("id")
+             if _used(c, routes)]
     return {
         "schema": schema.SCHEMA_VERSION,
         "pools": [pool_dict(p, list(p.targets.order_by("id"))) for p in pools],

@@ -5,7 +5,8 @@ says hello with the version and hash it runs, and gets the current snapshot push
 when its hash differs. Every push carries a nonce; the node answers with an ACK or a
 NACK, both recorded on the ``Node``. A NACKed version is never pushed to that node
 again (the record is in the database, so this holds across reconnects and across
-control-plane processes).
+control-plane processes); the objects a NACK names are quarantined and the rest is
+published at once (``quarantine``).
 
 Group messages (``notify.CONFIG_CHANGED``) are only hints: the consumer always reads
 the truth from the database, coalesces hints for ``SWITCHYARD_PUSH_COALESCE_SECONDS``,
@@ -448,7 +449,10 @@ def record_ack(node_id, nonce, version, digest, apply_ms):
 
 
 def record_nack(node_id, nonce, version, digest, errors):
+    """Record the NACK, quarantine the objects it names (publishing the rest), and alert
+    the platform about what no quarantine covers."""
     from controlplane.alerts.hooks import node_rejected_config
+    from controlplane.publishing.quarantine import quarantine_rejected
 
     now = timezone.now()
     with transaction.atomic():
@@ -457,7 +461,13 @@ def record_nack(node_id, nonce, version, digest, errors):
             last_error_at=now, last_seen=now)
         NodeEvent.objects.create(node_id=node_id, kind=NodeEvent.NACK, version=version,
                                  sha256=digest, nonce=nonce, errors=errors)
+    node = Node.objects.get(pk=node_id)
     try:
-        node_rejected_config(Node.objects.get(pk=node_id), version, errors)
+        if quarantine_rejected(node, version, errors):
+            return
+    except Exception:
+        log.exception("sync: quarantining what node %s rejected in v%s failed", node.name, version)
+    try:
+        node_rejected_config(node, version, errors)
     except Exception:
         log.exception("sync: the node_rejected_config alert hook failed")

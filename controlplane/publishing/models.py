@@ -71,3 +71,36 @@ class NodeEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class Quarantine(models.Model):
+    """A route, pool or certificate that a node rejected in ``version``: left out of
+    every next version while the object stays as it was (``object_updated``); saving
+    the object again (or deleting it) lifts the quarantine."""
+    ROUTE, POOL, CERTIFICATE = "route", "pool", "certificate"
+    KINDS = [(k, k) for k in (ROUTE, POOL, CERTIFICATE)]
+
+    kind = models.CharField(max_length=20, choices=KINDS)
+    object_id = models.PositiveBigIntegerField()
+    object_name = models.CharField(max_length=200)
+    object_updated = models.DateTimeField(help_text="The object's ``updated`` when it was quarantined.")
+    tenant = models.ForeignKey("tenancy.Tenant", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="+")
+    version = models.PositiveIntegerField(help_text="The version the node rejected.")
+    node = models.ForeignKey(Node, null=True, on_delete=models.SET_NULL, related_name="+")
+    node_name = models.CharField(max_length=100)
+    errors = models.JSONField(default=list, help_text="The NACK's errors naming this object.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["kind", "object_id", "version"],
+                                               name="one_quarantine_per_object_and_version")]
+
+    def __str__(self):
+        return f"{self.kind} {self.object_name} (rejected in v{self.version})"
+
+    @property
+    def error(self) -> str:
+        first = self.errors[0] if self.errors else {"path": "", "message": "no details"}
+        return f"{first['path']}: {first['message']}" if first.get("path") else first.get("message", "")

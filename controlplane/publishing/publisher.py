@@ -7,17 +7,22 @@ concurrent publishes can never both claim number N+1.
 """
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+import re
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import connection, transaction
 
-from dataplane import schema
+from dataplane import applier, schema
 
 from controlplane.audit.services import Actor, record
+from controlplane.certs import crypto
+from controlplane.proxy.validation import POOL_PREFIXES, POOL_UNPREFIXED
 
 from . import compiler, notify
 from .models import ConfigVersion
 
 ADVISORY_LOCK_KEY = 0x5377_6974_6368  # "Switch"
+SNAPSHOT_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]\.?([a-z_]*)\.?(.*)")
 
 
 def lock() -> None:
@@ -32,11 +37,35 @@ def current_version() -> ConfigVersion | None:
 
 
 def check_snapshot(snapshot: dict) -> None:
-    """Refuse a snapshot a node would refuse, with the node's own messages."""
+    """The one gate of what nodes run (SPEC 7): refuse a snapshot a node would refuse.
+
+    The node's own build (``dataplane.applier.check_snapshot``) runs on the snapshot
+    with its private keys filled in, as a push carries it; each problem is reported
+    under the model field its snapshot path names, with the object it belongs to."""
     try:
-        schema.parse_snapshot(snapshot)
+        applier.check_snapshot(compiler.materialize(snapshot))
+    except crypto.DecryptionError as exc:
+        raise ValidationError({"private_key_pem": [f"a stored private key {exc}"]}) from None
     except schema.SnapshotInvalid as exc:
-        raise ValidationError({"snapshot": [f"{e.path}: {e.message}" for e in exc.errors]}) from None
+        by_field: dict[str, list[str]] = {}
+        for error in exc.errors:
+            field, message = _placed(snapshot, error)
+            by_field.setdefault(field, []).append(message)
+        raise ValidationError(by_field) from None
+
+
+def _placed(snapshot: dict, error: schema.SchemaError) -> tuple[str, str]:
+    """``pools[1].tls.ca_pem`` → (``tls_ca_pem``, ``pool alpha/web: <message>``)."""
+    m = SNAPSHOT_PATH.fullmatch(error.path)
+    if m is None:
+        return NON_FIELD_ERRORS, f"{error.path}: {error.message}"
+    key, index, field, rest = m.groups()
+    if key == "pools" and field in POOL_PREFIXES and rest:
+        name, _, rest = rest.partition(".")
+        field = name if name in POOL_UNPREFIXED else POOL_PREFIXES[field] + name
+    item = snapshot[key][int(index)]
+    detail = f"{rest}: {error.message}" if rest else error.message
+    return field or NON_FIELD_ERRORS, f"{KINDS_BY_KEY[key]} {_label(item)}: {detail}"
 
 
 def publish(actor: Actor | None, note: str = "", *, rolled_back_from: int | None = None) -> ConfigVersion | None:
@@ -75,7 +104,7 @@ def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion 
         restore.restore_snapshot(target.snapshot, number)
         version = publish(actor, note or f"rollback to version {number}", rolled_back_from=number)
         record(actor, "rollback", version or target, note=note,
-               before={"version": before.number if before else None},
+               config_version=version.number if version else None, before={"version": before.number if before else None},
                after={"version": version.number if version else number, "rolled_back_from": number})
         return version
 
@@ -83,6 +112,7 @@ def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion 
 # ------------------------------------------------------------------ diff
 
 KINDS = (("routes", "route"), ("pools", "pool"), ("certificates", "certificate"))
+KINDS_BY_KEY = dict(KINDS)
 
 
 def _flatten(item: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Where a tenant's upstream targets may point (SPEC 7). Pure functions, no Django.
+"""Where a tenant's upstream targets may point (SPEC 7). Pure functions; Django only
+for the setting that names the reserved endpoints.
 
 A tenant target may not reach loopback, link-local (cloud metadata included),
 private or special ranges, the unspecified address or multicast — whatever the
@@ -6,6 +7,11 @@ spelling (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``,
 ``[::ffff:127.0.0.1]``) and, for a name, whatever address it resolves to — unless
 the address lies in one of the tenant's ``allowed_networks``. Platform pools are not
 restricted. The data plane checks again on every connect (DNS rebinding).
+
+The control plane and the proxy themselves are never a tenant's target, allowed
+network or not: ``settings.SWITCHYARD_RESERVED_ENDPOINTS`` (the control plane's and
+the local node's listeners) are refused here; every node refuses its own listeners
+and its control plane on connect (``dataplane.upstream.RESERVED``).
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import ipaddress
 import re
 import socket
 from typing import Callable, Iterable
+
+from dataplane.upstream import ReservedEndpoints
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -109,9 +117,18 @@ def resolve(host: str) -> list[IPAddress]:
                   key=lambda a: (a.version, int(a)))
 
 
+def reserved_endpoints() -> ReservedEndpoints:
+    from django.conf import settings
+
+    reserved = ReservedEndpoints()
+    reserved.reserve(settings.SWITCHYARD_RESERVED_ENDPOINTS)
+    return reserved
+
+
 def check_target(host: str, allowed_networks: Iterable[str] = (),
-                 resolver: Callable[[str], list[IPAddress]] = resolve) -> list[str]:
-    """Problems with a tenant target ``host``; an empty list means it is allowed.
+                 resolver: Callable[[str], list[IPAddress]] = resolve, port: int | None = None) -> list[str]:
+    """Problems with a tenant target ``host`` (on ``port``, when given, which is checked
+    against the reserved endpoints); an empty list means it is allowed.
 
     A name that does not resolve now is accepted: there is nothing to check yet and
     the data plane refuses forbidden addresses at connect time.
@@ -125,12 +142,16 @@ def check_target(host: str, allowed_networks: Iterable[str] = (),
     if literal is None and (name in LOCAL_NAMES or name.endswith(".localhost")):
         return [f"{host} is a loopback name; tenant targets may not use it"]
     addresses = [literal] if literal is not None else resolver(host)
+    reserved = reserved_endpoints() if isinstance(port, int) else None
     problems = []
     for ip in addresses:
         reason = forbidden_reason(ip)
         if reason and not _in_networks(ip, allowed):
             problems.append(f"{_spelled(host, literal, ip)} {reason}; tenant targets may not use it "
                             "unless the platform allows that network")
+        if reserved is not None and reserved.forbids(str(ip), port):
+            where = f"{host}:{port}" if str(ip) == host else f"{host}:{port} ({ip})"
+            problems.append(f"{where} is the control plane or a proxy listener; no tenant target may use it")
     return problems
 
 

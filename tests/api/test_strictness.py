@@ -28,7 +28,8 @@ def test_it_takes_json_types_as_the_schema_states(staff_api, world):
     a = world["a"]
     before = list(Route.objects.values())
     for body, field in (({"name": 0}, "name"), ({"priority": "5"}, "priority"), ({"enabled": "yes"}, "enabled"),
-                        ({"hosts": [1]}, "hosts"), ({"name": "bad\ud800"}, "name")):
+                        ({"hosts": [1]}, "hosts"), ({"name": "bad\ud800"}, "name"),
+                        ({"path_type": "\ud800"}, "path_type")):
         r = staff_api.patch(f"{BASE}/routes/{a.route.pk}/", json.dumps(body), content_type="application/json")
         assert r.status_code == 400 and field in r.json(), (body, r.json())
     assert list(Route.objects.values()) == before

@@ -145,6 +145,7 @@ def test_it_refuses_after_five_failed_logins(page):
 
 
 def test_it_updates_pages_live_without_reload(page, run_django):
+    from playwright.sync_api import expect  # imported here: without playwright the suite skips
     sign_in(page, "admin")
     page.goto("/nodes/")
     page.wait_for_selector("#live-pill.on")
@@ -154,8 +155,7 @@ def test_it_updates_pages_live_without_reload(page, run_django):
     run_django("from controlplane.publishing.models import Node; "
                "Node.objects.filter(name='edge-1').update(connected=False, rejected_version=99, "
                "last_error=[{'path': 'routes[0].hosts', 'message': 'bad host'}])")
-    page.wait_for_function("document.querySelector('tr[data-node]').innerText.includes('disconnected')",
-                           timeout=10000)
+    expect(page.locator("tr[data-node]").first).to_contain_text("disconnected", timeout=10000)
     assert "rejected v99" in page.locator("tr[data-node]").first.inner_text()
     assert page.evaluate("window.__marker") == 1
     run_django("from controlplane.publishing.models import Node; "
@@ -164,6 +164,5 @@ def test_it_updates_pages_live_without_reload(page, run_django):
     before = page.inner_text('[data-live="unhealthy_count"]')
     run_django("from controlplane.proxy.models import Target; "
                "Target.objects.filter(port=9000).update(healthy=False, health_reason='status 503')")
-    page.wait_for_function("(before) => document.querySelector('[data-live=unhealthy_count]').innerText !== before",
-                           arg=before, timeout=10000)
+    expect(page.locator('[data-live="unhealthy_count"]')).not_to_have_text(before, timeout=10000)
     page.wait_for_selector("#unhealthy-panel >> text=status 503", timeout=10000)

@@ -116,7 +116,7 @@ def test_closed_port_why_502_and_probe_show_connection_refused(page, world, scre
         "proxy_status=connection_refused")
     screenshots(page, "diagnostics-why-502")
 
-    item.locator("a.probe-link").first.click()
+    item.locator(".probe-link").first.click()
     page.wait_for_selector("#probe-result", timeout=30000)
     tcp = page.inner_text("tr[data-step='tcp']")
     assert "connection refused" in tcp and str(world["closed"]) in tcp
@@ -148,9 +148,10 @@ def test_lost_client_ip_inspector_shows_the_replaced_forwarded_for(page, world, 
 
 
 def test_live_tail_streams_a_filtered_line(page, world, screenshots):
+    from playwright.sync_api import expect  # imported here: without playwright the suite skips
     node, rid, host = world["node"], world["ids"]["base"], world["site"]["host"]
     page.goto(f"/diagnostics/tail/?route={rid}")
-    page.wait_for_function("document.getElementById('tail-state').textContent === 'streaming'")
+    expect(page.locator("#tail-state")).to_have_text("streaming")
     time.sleep(0.5)  # the tail.start reaching the node
 
     def streamed():

@@ -138,6 +138,7 @@ def test_it_sends_a_tenant_certificate_alert_to_the_tenant_and_the_platform_only
         ca, ca_bundle, smtp_server, upload):
     from controlplane.alerts.models import AlertChannel
     shop = Tenant.objects.create(slug="shop", name="Shop")
+    shop.delegations.create(suffix="shop.example.test")  # a tenant certificate names delegated hosts only
     blog = Tenant.objects.create(slug="blog", name="Blog")
     AlertChannel.objects.create(name="shop", tenant=shop, kind="email", emails=["shop@example.test"])
     AlertChannel.objects.create(name="blog", tenant=blog, kind="email", emails=["blog@example.test"])

@@ -94,3 +94,21 @@ def test_it_reports_business_rule_problems():
     with pytest.raises(CommandError):
         call_command("checkconfig", stdout=out)
     assert f"ERROR pool shop/api-pool (id {r.pool_id}): targets: 127.0.0.1 is a loopback address" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkconfig_runs_as_a_user_runs_it(tmp_path):
+    """As the README says to run it: a subprocess, so Django's system checks run too."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "SWITCHYARD_SQLITE_PATH": str(tmp_path / "cc.sqlite3")}
+    env.pop("DATABASE_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, check=True, timeout=120)
+    done = subprocess.run([sys.executable, "manage.py", "checkconfig"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "OK: the stored configuration is valid (0 routes, 0 pools, 0 certificates)" in done.stdout

@@ -4,6 +4,7 @@ Node round trips are driven in tests/browser/test_diagnostics_browser.py."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.urls import reverse
@@ -120,5 +121,7 @@ def test_why_page_explains_each_type_and_links_probe_and_tail(world, login, monk
     c = login(world["users"]["shop-editor"])
     body = c.get(reverse("dashboard:diagnostics_why", args=[route.pk])).content.decode()
     assert "connection_refused" in body and "Nothing is listening" in body
-    assert "proxy_status=connection_refused" in body and "/diagnostics/probe/?target=" in body
+    assert "proxy_status=connection_refused" in body
+    probe_form = re.search(r'<form method="post" action="/diagnostics/probe/"[^>]*>(.*?)</form>', body, re.S).group(1)
+    assert 'name="target"' in probe_form and "csrfmiddlewaretoken" in probe_form  # one click, a POST
     assert 'id="latency-verdict"' in body

@@ -76,7 +76,8 @@ def wild_certs(ca):
 async def test_sni_picks_exact_then_wildcard_then_default(env, ca):
     certs = wild_certs(ca)
     _, p = await env(lambda port: snap([pool(1, [(1, "127.0.0.1", port)])],
-                                       [route(1, ["*.wild.test", "a.wild.test"], 1)], certs))
+                                       [route(1, ["*.wild.test", "a.wild.test"], 1, tenant="acme")],
+                                       certs))
     ctx = client_ctx(ca)
     for sni, expected in (("a.wild.test", {"a.wild.test"}), ("b.wild.test", {"*.wild.test"}),
                           ("B.Wild.Test", {"*.wild.test"})):
@@ -165,7 +166,8 @@ async def test_421_when_host_certificate_belongs_to_another_tenant(env, ca):
              cert(3, "acme2", "acme", ["c.acme.test"], ca.issue_cert("c.acme.test"))]
     b, p = await env(lambda port: snap(
         [pool(1, [(1, "127.0.0.1", port)])],
-        [route(1, ["a.acme.test", "b.globex.test", "c.acme.test", "nocert.test"], 1)], certs))
+        [route(1, ["a.acme.test", "c.acme.test"], 1, tenant="acme"),
+         route(2, ["b.globex.test"], 1, tenant="globex"), route(3, ["nocert.test"], 1)], certs))
     c = await Client(p.tls_port, ssl=client_ctx(ca), server_hostname="a.acme.test").connect()
     assert (await c.request(host="a.acme.test")).status == 200
     res = await c.request(host="b.globex.test")

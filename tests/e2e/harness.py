@@ -132,9 +132,9 @@ class Proc:
 class CPShell:
     """A long-lived ``cpshell.py`` process: service-layer calls against the stack's database."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, env: dict, log_path: Path, script: Path = CPSHELL):
         self.log = open(log_path, "ab")
-        self.popen = subprocess.Popen([PYTHON, str(CPSHELL)], cwd=REPO, env=env, stdin=subprocess.PIPE,
+        self.popen = subprocess.Popen([PYTHON, str(script)], cwd=REPO, env=env, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
         first = self.popen.stdout.readline()
         if not first:
@@ -519,6 +519,8 @@ def procfile_argv(process: str, env: dict | None = None) -> list[str]:
     if argv and argv[0] == "exec":
         argv = argv[1:]
     tool = Path(argv[0]).name
+    if tool == "python":  # .venv/bin/python -m module ...
+        return [PYTHON, *argv[1:]]
     return [PYTHON, "-m", tool, *argv[1:]]
 
 

@@ -1,7 +1,7 @@
 """`python manage.py checkconfig` — validate the stored config exactly as a node would.
 
 Compiles the database into a snapshot, adds the private keys as a push would, and
-runs ``dataplane.schema.parse_snapshot`` on it; then re-checks every object against
+runs the node's own apply code (``dataplane.applier.check_snapshot``) on it; then re-checks every object against
 the business rules (delegations, upstream policy with fresh DNS answers, quotas,
 certificates). Prints every problem with the object it belongs to; exits 1 if any.
 """
@@ -10,7 +10,7 @@ import re
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from dataplane import schema
+from dataplane import applier, schema
 
 from controlplane.certs.crypto import DecryptionError
 from controlplane.proxy import validation
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         except DecryptionError as exc:
             return [f"certificates: a private key {exc}"]
         try:
-            schema.parse_snapshot(wire)
+            applier.check_snapshot(wire)
         except schema.SnapshotInvalid as exc:
             return [f"{describe(snapshot, e.path)}: {e.path}: {e.message}" for e in exc.errors]
         return []
@@ -65,12 +65,12 @@ class Command(BaseCommand):
     def business_problems(self) -> list[str]:
         problems = []
         for route in Route.objects.select_related("tenant").order_by("id"):
-            problems += self.check(f"route {self.label(route)}", validation.validate_route, route)
+            problems += self.problems_of(f"route {self.label(route)}", validation.validate_route, route)
         for pool in Pool.objects.select_related("tenant").order_by("id"):
             targets = list(pool.targets.order_by("id").values("id", "host", "port", "weight", "state"))
-            problems += self.check(f"pool {self.label(pool)}", validation.validate_pool, pool, targets)
+            problems += self.problems_of(f"pool {self.label(pool)}", validation.validate_pool, pool, targets)
         for d in Delegation.objects.select_related("tenant").order_by("id"):
-            problems += self.check(f"delegation {d.suffix} (tenant {d.tenant.slug})",
+            problems += self.problems_of(f"delegation {d.suffix} (tenant {d.tenant.slug})",
                                    validation.validate_delegation, d.tenant, d.suffix, exclude_id=d.pk)
         return problems
 
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         return f"{owner}{obj.name} (id {obj.pk})"
 
     @staticmethod
-    def check(label, func, *args, **kwargs) -> list[str]:
+    def problems_of(label, func, *args, **kwargs) -> list[str]:
         try:
             func(*args, **kwargs)
         except ValidationError as exc:
