@@ -1,5 +1,6 @@
 """Django ``ValidationError`` (a message dict keyed by model field) → DRF 400 keyed by API field;
-a dependency that is down (database, broker) → JSON 503 with ``Retry-After``."""
+a stale ``If-Match`` → 412 with the current ``ETag``; a dependency that is down
+(database, broker) → JSON 503 with ``Retry-After``."""
 from __future__ import annotations
 
 from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
@@ -9,6 +10,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from controlplane import unavailable
+from controlplane.proxy.services import PreconditionFailed
 
 from .serializers import HEALTH_CHECK_FIELDS
 
@@ -49,6 +51,13 @@ class DependencyUnavailable(APIException):
     wait = unavailable.RETRY_AFTER_SECONDS  # DRF's handler sends it as Retry-After
 
 
+class StaleWrite(APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = ("The object changed since you read it (If-Match does not match its ETag); nothing was "
+                      "changed. GET it again, reapply your change and retry.")
+    default_code = "precondition_failed"
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus Django ``ValidationError`` from the services as a 400, an
     oversized body (``DATA_UPLOAD_MAX_MEMORY_SIZE``) as a JSON 413, and an unreachable
@@ -61,4 +70,8 @@ def exception_handler(exc, context):
         exc = to_drf(exc)
     elif isinstance(exc, RequestDataTooBig):
         exc = TooLarge()
+    elif isinstance(exc, PreconditionFailed):
+        response = drf_exception_handler(StaleWrite(), context)
+        response["ETag"] = exc.current_etag
+        return response
     return drf_exception_handler(exc, context)

@@ -1,5 +1,6 @@
 """OpenAPI details common to every operation: the ``X-Change-Note`` header on writes,
-and the error responses (400 naming the fields, 401, 403, 404) the API really gives."""
+``If-Match`` on changes of one object, and the error responses (400 naming the
+fields, 401, 403, 404, 412) the API really gives."""
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
@@ -18,6 +19,12 @@ FIELD_ERRORS = {
                    "object as a whole).",
     "additionalProperties": True,
 }
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="The `ETag` of the object as you read it: the write is refused with 412 (and changes nothing) "
+                "when the object has changed since.")
+ONE_OBJECT_WRITES = ("update", "partial_update", "destroy")
+
 DETAIL = {
     "type": "object",
     "properties": {"detail": {"type": "string"}},
@@ -30,6 +37,8 @@ class SwitchyardAutoSchema(AutoSchema):
         params = list(super().get_override_parameters())
         if self.method not in SAFE:
             params.append(CHANGE_NOTE)
+        if getattr(self.view, "action", None) in ONE_OBJECT_WRITES:
+            params.append(IF_MATCH)
         return params
 
     def _get_response_bodies(self, direction="response"):
@@ -43,6 +52,9 @@ class SwitchyardAutoSchema(AutoSchema):
             errors["413"] = ("The body is larger than the server accepts", DETAIL)
         if "{" in self.path:
             errors["404"] = ("Not found (or another tenant's object)", DETAIL)
+        if getattr(self.view, "action", None) in ONE_OBJECT_WRITES:
+            errors["412"] = ("`If-Match` does not match the object's current `ETag`: it changed since you "
+                             "read it; nothing was changed", DETAIL)
         for code, (description, schema) in errors.items():
             if code not in bodies:
                 bodies[code] = {"content": {"application/json": {"schema": schema}}, "description": description}

@@ -142,7 +142,29 @@ class ApiViewSet(viewsets.GenericViewSet):
                 raise ValidationError({"tenant": ["cannot be changed; create the object in the other tenant"]})
 
 
-class ServiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+IF_MATCH_HEADER = "If-Match"
+
+
+def weak_match(header: str | None, etag: str) -> bool:
+    """``If-None-Match`` semantics (weak comparison)."""
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+class Retrieve:
+    """GET of one object with its ``ETag`` (``If-None-Match`` → 304)."""
+
+    def retrieve(self, request, *args, **kwargs):
+        obj = self.get_object()
+        etag = services.etag_of(obj)
+        if weak_match(request.headers.get("If-None-Match"), etag):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        return Response(self.get_serializer(obj).data, headers={"ETag": etag})
+
+
+class ServiceViewSet(mixins.ListModelMixin, Retrieve, ApiViewSet):
     """Read, plus the writes the ``Create``/``Update``/``Destroy`` mixins add; those call
     ``create_object``/``update_object``/``delete_object``, which call the services."""
 
@@ -155,10 +177,15 @@ class Create:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         obj = self.create_object(dict(serializer.validated_data))
-        return Response(self.created_data(obj), status=status.HTTP_201_CREATED)
+        return Response(self.created_data(obj), status=status.HTTP_201_CREATED,
+                        headers={"ETag": services.etag_of(obj)})
 
 
 class Update:
+    """PUT and PATCH: the named fields are applied to the stored row under its lock, so
+    concurrent writers of different fields never undo each other; a stale ``If-Match``
+    is a 412 and changes nothing."""
+
     def update(self, request, *args, partial=False, **kwargs):
         obj = self.get_object()
         self.check_write(obj)
@@ -166,8 +193,10 @@ class Update:
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         self.fixed_tenant(obj, data)
-        obj = self.update_object(obj, data)
-        return Response(self.get_serializer(self.get_queryset().get(pk=obj.pk)).data)
+        with services.locked_current(obj, request.headers.get(IF_MATCH_HEADER)) as current:
+            obj = self.update_object(current, data)
+        stored = self.get_queryset().get(pk=obj.pk)
+        return Response(self.get_serializer(stored).data, headers={"ETag": services.etag_of(stored)})
 
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
@@ -177,7 +206,8 @@ class Destroy:
     def destroy(self, request, *args, **kwargs):
         obj = self.get_object()
         self.check_write(obj)
-        self.delete_object(obj)
+        with services.locked_current(obj, request.headers.get(IF_MATCH_HEADER)) as current:
+            self.delete_object(current)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -220,7 +250,7 @@ class TenantViewSet(Create, Update, Destroy, ServiceViewSet):
     def destroy(self, request, *args, **kwargs):
         tenant = self.get_object()
         require(request, None, STAFF)
-        services.delete_tenant(self.actor, tenant, note=self.note)
+        services.delete_tenant(self.actor, tenant, note=self.note, if_match=request.headers.get(IF_MATCH_HEADER))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -393,7 +423,7 @@ class NodeViewSet(Create, ServiceViewSet):
 
 
 @extend_schema_view(retrieve=extend_schema(responses=s.VersionDetailSerializer))
-class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class VersionViewSet(mixins.ListModelMixin, Retrieve, ApiViewSet):
     """Config versions, by number (platform staff: a version holds every tenant's config)."""
     queryset = ConfigVersion.objects.all()
     serializer_class = s.VersionSerializer
@@ -455,7 +485,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
     OpenApiParameter("object_type", OpenApiTypes.STR, OpenApiParameter.QUERY, description="e.g. route, pool"),
     OpenApiParameter("action", OpenApiTypes.STR, OpenApiParameter.QUERY, description="e.g. create, rollback"),
 ]))
-class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class AuditViewSet(mixins.ListModelMixin, Retrieve, ApiViewSet):
     """The audit log: a member sees the entries of their tenants."""
     queryset = AuditEntry.objects.select_related("tenant")
     serializer_class = s.AuditEntrySerializer
@@ -489,7 +519,7 @@ class AlertChannelViewSet(Create, Update, Destroy, ServiceViewSet):
 @extend_schema_view(list=extend_schema(parameters=[
     tenant_param(), OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.QUERY,
                                      description="e.g. certificate_expiring")]))
-class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class AlertViewSet(mixins.ListModelMixin, Retrieve, ApiViewSet):
     """Alerts raised, each with its delivery attempts (a member: only those to its
     tenants' channels)."""
     queryset = Alert.objects.select_related("tenant")

@@ -8,7 +8,10 @@ names) propagates and nothing is stored.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import json
 
 from django.db import transaction
 
@@ -24,7 +27,7 @@ __all__ = [
     "Actor", "create_pool", "update_pool", "save_pool", "delete_pool", "create_route", "update_route",
     "save_route", "delete_route", "create_tenant", "update_tenant", "save_tenant", "delete_tenant",
     "create_delegation", "update_delegation", "delete_delegation", "create_certificate",
-    "update_certificate", "delete_certificate", "serialize",
+    "update_certificate", "delete_certificate", "serialize", "etag_of", "locked_current", "PreconditionFailed",
 ]
 
 SECRET_FIELDS = {"private_key_encrypted", "secret_encrypted", "token_hash"}
@@ -47,6 +50,57 @@ def serialize(obj) -> dict:
     if isinstance(obj, Pool) and obj.pk:
         data["targets"] = [serialize(t) for t in obj.targets.order_by("id")]
     return data
+
+
+# ------------------------------------------------------------------ versions (ETag / If-Match)
+
+class PreconditionFailed(Exception):
+    """The object changed since the writer read it (its ``If-Match`` is stale)."""
+
+    def __init__(self, current_etag: str):
+        super().__init__("the object changed since you read it")
+        self.current_etag = current_etag
+
+
+def etag_of(obj) -> str:
+    """The object's version as a strong ETag: a digest of what a writer can change
+    (secrets included, health state and timestamps not), so it moves on every write
+    that changes the object and on nothing else."""
+    state = serialize(obj)
+    for name in sorted(SECRET_FIELDS):
+        if hasattr(obj, name):
+            state[name] = getattr(obj, name)
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """``If-Match`` semantics (strong comparison): ``*`` or one of the listed tags."""
+    if header is None:
+        return True
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+@contextlib.contextmanager
+def locked_current(obj, if_match: str | None = None):
+    """The stored row of ``obj``, re-read under the config lock and a row lock inside a
+    transaction, for a read-modify-write that cannot undo a concurrent writer's change.
+    Raises ``PreconditionFailed`` when ``if_match`` no longer matches its ETag."""
+    with transaction.atomic():
+        publisher.lock()
+        current = type(obj).objects.select_for_update().get(pk=obj.pk)
+        if not etag_matches(if_match, etag_of(current)):
+            raise PreconditionFailed(etag_of(current))
+        yield current
+    _mirror(obj, current)
+
+
+def _mirror(obj, saved) -> None:
+    """Callers holding the object they passed in see what was stored."""
+    if obj is not saved:
+        for field in obj._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
 
 
 def _set_fields(obj, fields: dict) -> None:
@@ -93,12 +147,14 @@ def create_pool(actor, *, tenant=None, targets=(), note="", **fields) -> Pool:
     return save_pool(actor, pool, targets=list(targets), note=note)
 
 
-def update_pool(actor, pool: Pool, *, targets=None, note="", **fields) -> Pool:
-    """``targets`` None keeps them; a list (of dicts) replaces them."""
+def update_pool(actor, pool: Pool, *, targets=None, note="", if_match=None, **fields) -> Pool:
+    """Change the named fields of the stored pool; ``targets`` None keeps them, a list
+    (of dicts) replaces them."""
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
-    _set_fields(pool, fields)
-    return save_pool(actor, pool, targets=None if targets is None else list(targets), note=note)
+    with locked_current(pool, if_match) as current:
+        _set_fields(current, fields)
+        return save_pool(actor, current, targets=None if targets is None else list(targets), note=note)
 
 
 def save_pool(actor, pool: Pool, *, targets=None, note="") -> Pool:
@@ -136,9 +192,8 @@ def _replace_targets(pool: Pool, targets: list[dict]) -> None:
             row.save(update_fields=["weight", "state"])  # health state belongs to the checker
 
 
-def delete_pool(actor, pool: Pool, note="") -> None:
-    with transaction.atomic():
-        publisher.lock()
+def delete_pool(actor, pool: Pool, note="", if_match=None) -> None:
+    with locked_current(pool, if_match) as pool:
         validation.validate_pool_removal(pool)
         before = serialize(pool)
         pool.delete()
@@ -156,13 +211,15 @@ def create_route(actor, *, tenant=None, note="", **fields) -> Route:
     return save_route(actor, route, note=note)
 
 
-def update_route(actor, route: Route, note="", **fields) -> Route:
+def update_route(actor, route: Route, note="", if_match=None, **fields) -> Route:
+    """Change the named fields of the stored route."""
     _resolve_fk(fields, "pool", Pool)
     _resolve_fk(fields, "certificate", Certificate)
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
-    _set_fields(route, fields)
-    return save_route(actor, route, note=note)
+    with locked_current(route, if_match) as current:
+        _set_fields(current, fields)
+        return save_route(actor, current, note=note)
 
 
 def save_route(actor, route: Route, *, note="") -> Route:
@@ -175,9 +232,8 @@ def save_route(actor, route: Route, *, note="") -> Route:
     return route
 
 
-def delete_route(actor, route: Route, note="") -> None:
-    with transaction.atomic():
-        publisher.lock()
+def delete_route(actor, route: Route, note="", if_match=None) -> None:
+    with locked_current(route, if_match) as route:
         before = serialize(route)
         route.delete()
         _finish(actor, "delete", route, before, note, after=None, tenant=route.tenant if route.tenant_id else None)
@@ -191,9 +247,10 @@ def create_tenant(actor, *, note="", **fields) -> Tenant:
     return save_tenant(actor, tenant, note=note)
 
 
-def update_tenant(actor, tenant: Tenant, *, note="", **fields) -> Tenant:
-    _set_fields(tenant, fields)
-    return save_tenant(actor, tenant, note=note)
+def update_tenant(actor, tenant: Tenant, *, note="", if_match=None, **fields) -> Tenant:
+    with locked_current(tenant, if_match) as current:
+        _set_fields(current, fields)
+        return save_tenant(actor, current, note=note)
 
 
 def save_tenant(actor, tenant: Tenant, *, note="") -> Tenant:
@@ -206,9 +263,8 @@ def save_tenant(actor, tenant: Tenant, *, note="") -> Tenant:
     return tenant
 
 
-def delete_tenant(actor, tenant: Tenant, note="") -> None:
-    with transaction.atomic():
-        publisher.lock()
+def delete_tenant(actor, tenant: Tenant, note="", if_match=None) -> None:
+    with locked_current(tenant, if_match) as tenant:
         validation.validate_tenant_removal(tenant)
         before = serialize(tenant)
         tenant.delete()
@@ -219,9 +275,10 @@ def create_delegation(actor, tenant: Tenant, suffix: str, note="") -> Delegation
     return save_delegation(actor, Delegation(tenant=_tenant(tenant), suffix=suffix), note=note)
 
 
-def update_delegation(actor, delegation: Delegation, suffix: str, note="") -> Delegation:
-    delegation.suffix = suffix
-    return save_delegation(actor, delegation, note=note)
+def update_delegation(actor, delegation: Delegation, suffix: str, note="", if_match=None) -> Delegation:
+    with locked_current(delegation, if_match) as current:
+        current.suffix = suffix
+        return save_delegation(actor, current, note=note)
 
 
 def save_delegation(actor, delegation: Delegation, *, note="") -> Delegation:
@@ -237,9 +294,8 @@ def save_delegation(actor, delegation: Delegation, *, note="") -> Delegation:
     return delegation
 
 
-def delete_delegation(actor, delegation: Delegation, note="") -> None:
-    with transaction.atomic():
-        publisher.lock()
+def delete_delegation(actor, delegation: Delegation, note="", if_match=None) -> None:
+    with locked_current(delegation, if_match) as delegation:
         validation.validate_delegation_removal(delegation)
         before = serialize(delegation)
         delegation.delete()
@@ -257,12 +313,14 @@ def create_certificate(actor, *, tenant=None, private_key_pem: str, note="", ca_
 
 
 def update_certificate(actor, cert: Certificate, *, private_key_pem: str | None = None, note="",
-                       ca_bundle_pem="", **fields) -> Certificate:
+                       ca_bundle_pem="", if_match=None, **fields) -> Certificate:
     """Rename or renew; ``private_key_pem`` None keeps the stored key (it must match)."""
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
-    _set_fields(cert, fields)
-    return save_certificate(actor, cert, private_key_pem=private_key_pem, note=note, ca_bundle_pem=ca_bundle_pem)
+    with locked_current(cert, if_match) as current:
+        _set_fields(current, fields)
+        return save_certificate(actor, current, private_key_pem=private_key_pem, note=note,
+                                ca_bundle_pem=ca_bundle_pem)
 
 
 def save_certificate(actor, cert: Certificate, *, private_key_pem: str | None = None, note="",
@@ -278,9 +336,8 @@ def save_certificate(actor, cert: Certificate, *, private_key_pem: str | None = 
     return cert
 
 
-def delete_certificate(actor, cert: Certificate, note="") -> None:
-    with transaction.atomic():
-        publisher.lock()
+def delete_certificate(actor, cert: Certificate, note="", if_match=None) -> None:
+    with locked_current(cert, if_match) as cert:
         validation.validate_certificate_removal(cert)
         before = serialize(cert)
         cert.delete()
