@@ -101,7 +101,15 @@ TEMPLATES = [
 
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # No persistent connections: Daphne runs each request's sync code in a thread of its
+    # own, so a per-thread persistent connection outlived its thread and 20 busy API
+    # clients held over 70 connections ("too many clients"). Each request opens and closes
+    # its own (a few ms on a LAN). A pool was tried: while PostgreSQL is down every request
+    # waits out the pool's timeout, and after it is back the pool's reconnect backoff kept
+    # answering 503. connect_timeout: a PostgreSQL that hangs is a 503 after seconds.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = int(
+        env("SWITCHYARD_DB_CONNECT_TIMEOUT", "5"))
 else:
     SQLITE_PATH = Path(env("SWITCHYARD_SQLITE_PATH", str(VAR_DIR / "switchyard.sqlite3")))
     # Owner-only: the file holds sessions. SQLite gives its -wal/-shm/-journal files the
@@ -132,6 +140,11 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # A Redis that hangs must not hang the request that queues a task (or the worker's
+    # reconnect) for minutes: fail after seconds and let the 503 handler answer.
+    CELERY_BROKER_CONNECTION_TIMEOUT = 3
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 3,
+                                       "max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "filesystem://"
