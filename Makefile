@@ -13,12 +13,11 @@ PYTEST_ARGS ?=
 # in the Procfile and in `manage.py bootstrap` (see README.md, "Environment variables"),
 # e.g.  SWITCHYARD_WEB_PORT=9000 SWITCHYARD_NODE_HTTP=127.0.0.1:9080 make run
 
-.PHONY: run test venv deps test-deps bootstrap clean-venv bench
+.PHONY: run test lint venv deps test-deps bootstrap clean-venv bench
 
 run: deps
 	$(PY) manage.py bootstrap
-	@echo "Starting Switchyard: control plane http://$${SWITCHYARD_WEB_BIND:-127.0.0.1}:$${SWITCHYARD_WEB_PORT:-8000}/admin/ ," \
-	      "proxy http://$${SWITCHYARD_NODE_HTTP:-127.0.0.1:8080}/ (Ctrl-C stops everything)"
+	@echo "Starting Switchyard; a line 'Switchyard is ready: ...' says when the dashboard and the proxy are up (Ctrl-C stops everything)"
 	exec $(VENV)/bin/honcho -f Procfile start
 
 bootstrap: deps
@@ -26,6 +25,15 @@ bootstrap: deps
 
 test: test-deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# ruff, then the import contracts (layers of the control-plane apps, no import cycles, a
+# data plane free of Django), both configured in pyproject.toml. Both always run; lint
+# fails if either finds something.
+lint: test-deps
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/lint-imports --no-cache --no-logo || status=1; \
+	exit $$status
 
 # Benchmarks side by side with nginx and HAProxy (bench/README.md); e.g. BENCH_ARGS=--quick
 BENCH_ARGS ?=

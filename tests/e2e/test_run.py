@@ -48,6 +48,11 @@ def test_procfile_stack_serves_the_demo_route_and_stops_on_ctrl_c(tmp_path, repo
         assert "X-Forwarded-For: 127.0.0.1" in response.body
         assert http_get(ports["web"], "/admin/login/", host="127.0.0.1").status == 200
         assert http_get(ports["admin"], "/readyz").status == 200
+        ready, _ = wait_until(lambda: [ln for ln in tail().splitlines() if "Switchyard is ready:" in ln], 30,
+                              "the ready line", on_timeout=tail)
+        assert len(ready) == 1, ready
+        assert f"dashboard http://127.0.0.1:{ports['web']}/ (sign in as admin" in ready[0]
+        assert f"proxy http://127.0.0.1:{ports['http']}/ (try: curl -H 'Host: demo.localhost'" in ready[0]
     finally:
         # Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
         os.killpg(honcho.pid, signal.SIGINT)
