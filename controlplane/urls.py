@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from controlplane.dashboard.forms import AdminLoginForm
 from controlplane.dashboard.throttle import with_throttle_status
@@ -8,7 +10,13 @@ from controlplane.dashboard.throttle import with_throttle_status
 # backend refuses inside authenticate()); this form and status only say so.
 admin.site.login_form = AdminLoginForm
 
+handler400 = "controlplane.error_pages.bad_request"
+handler403 = "controlplane.error_pages.permission_denied"
+handler404 = "controlplane.error_pages.page_not_found"
+handler500 = "controlplane.error_pages.server_error"
+
 urlpatterns = [
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.ico"), permanent=True)),
     path("admin/login/", with_throttle_status(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("controlplane.api.urls")),  # REST API, schema and docs

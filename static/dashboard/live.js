@@ -64,7 +64,8 @@
 
   var toggle = document.getElementById("menu-toggle");
   if (toggle) toggle.addEventListener("click", function () {
-    document.getElementById("main-nav").classList.toggle("open");
+    var open = document.getElementById("main-nav").classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
   });
   document.addEventListener("click", function (ev) {
     var el = ev.target.closest("[data-confirm]");
