@@ -23,7 +23,9 @@ run: deps
 bootstrap: deps
 	$(PY) manage.py bootstrap
 
+# The import contracts first (seconds): a layer or cycle broken fails the run.
 test: test-deps
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff, then the import contracts (layers of the control-plane apps, no import cycles, a

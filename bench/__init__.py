@@ -1,1 +1,1 @@
-"""Switchyard benchmark harness (SPEC 10). Run it with ``make bench`` or ``python -m bench``."""
+"""Switchyard benchmark harness. Run it with ``make bench`` or ``python -m bench``."""

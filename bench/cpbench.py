@@ -77,7 +77,7 @@ def cmd_compile(args) -> dict:
              for i in range(have, size)], batch_size=2000)
         have = size
         rows = {"compile_ms": [], "parse_ms": [], "hash_ms": []}
-        for rep in range(args.repeat):
+        for _ in range(args.repeat):
             t0 = time.perf_counter()
             snap = compile_snapshot()
             t1 = time.perf_counter()
@@ -107,7 +107,7 @@ def cmd_apply(args) -> dict:
     """NodeState.apply of a snapshot file on fresh node states (medians), then once more
     on a node already running it (the usual case), in this Django-free process."""
     from dataplane.applier import NodeState
-    from dataplane.node import load_snapshot_file
+    from dataplane.runtime import load_snapshot_file
 
     version, digest, snap = load_snapshot_file(args.snapshot)
     wall, reported = [], []

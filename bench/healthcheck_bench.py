@@ -1,4 +1,4 @@
-"""Health-check throughput (SPEC 5 and 10): can one worker keep 1,000 targets on a 5 s interval?
+"""Health-check throughput: can one worker keep 1,000 targets on a 5 s interval?
 
 Stands up N loopback HTTP targets (a few processes, each serving many 127.0.0.1
 ports with asyncio), then runs check rounds over all of them on a fixed interval

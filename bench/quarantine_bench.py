@@ -1,4 +1,4 @@
-"""From a NACK to the next version every node ACKed (SPEC 7, quarantine).
+"""From a NACK to the next version every node ACKed.
 
 Stands up the e2e stack (``tests/e2e/harness.py``): Daphne, ``--nodes`` data-plane
 nodes and two tenants' sites on loopback upstreams. Each round stores a version the

@@ -1,4 +1,4 @@
-"""Switchyard benchmark harness (SPEC 10): ``make bench`` / ``python -m bench [--quick]``.
+"""Switchyard benchmark harness: ``make bench`` / ``python -m bench [--quick]``.
 
 One run starts, on loopback only, a static nginx backend, nginx and HAProxy as reverse
 proxies and Switchyard (1 and 2 workers), runs the same loads against each in alternation
@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from tests.support import free_port  # noqa: E402 - needs ROOT on the path
+
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PY = sys.executable
@@ -84,12 +86,6 @@ class Settings:
 # ----------------------------------------------------------------------------- processes
 def pin(cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: "Proc", timeout: float = 20.0) -> None:
@@ -298,7 +294,8 @@ class Lab:
     def start_nginx(self) -> Target:
         port = free_port()
         b = self.backend.port
-        conf = self.nginx_conf("nginx", f"""  log_format bench '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
+        conf = self.nginx_conf("nginx", f"""\
+  log_format bench '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
                    '$request_time $upstream_addr $upstream_status $upstream_connect_time '
                    '$upstream_header_time $request_id';
   access_log {self.tmp}/nginx-access.log bench buffer=64k flush=1s;
@@ -612,7 +609,7 @@ def section_compare(lab: Lab, s: Settings, report: dict) -> None:
         Load("fixed_rate", f"fixed rate {s.rate} req/s, {s.rate_conns} connections (open-loop Python "
                            "asyncio client, latency includes queueing for a connection)", "openloop",
              conns=s.rate_conns, rate=s.rate),
-        Load("single_conn", f"one connection, closed loop (latency added over direct)", "wrk", conns=1),
+        Load("single_conn", "one connection, closed loop (latency added over direct)", "wrk", conns=1),
         Load("single_conn_colocated", "one connection, closed loop, the proxy moved to the load "
                                       "generator's CPU 0 for this load (no cross-CPU wake-ups)",
              "wrk", conns=1, colocate=True),
@@ -623,7 +620,7 @@ def section_compare(lab: Lab, s: Settings, report: dict) -> None:
         for load in loads:
             for t in live:
                 measure(lab, t, load, s.warmup, warmup_only=True)
-    runs: dict[str, dict[str, list]] = {l.key: {t.name: [] for t in live} for l in loads}
+    runs: dict[str, dict[str, list]] = {load.key: {t.name: [] for t in live} for load in loads}
     for rnd in range(s.rounds):
         log(f"round {rnd + 1}/{s.rounds} ...")
         for load in loads:
@@ -709,7 +706,7 @@ def section_routes(lab: Lab, s: Settings, report: dict) -> None:
     if s.warmup:
         for label, n, _ in variants:
             run_wrk(lab, nodes[n].port, load, s.warmup, scripts[label])
-    for rnd in range(s.rounds):
+    for _ in range(s.rounds):
         for label, n, _ in variants:
             pids = nodes[n].pids()
             c0 = cpu_seconds(pids)
@@ -947,6 +944,11 @@ def section_idle(lab: Lab, s: Settings, report: dict) -> None:
     report["idle_connections"] = out
 
 
+def _number(pattern: str, text: str) -> float | None:
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else None
+
+
 def section_health(lab: Lab, s: Settings, report: dict) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("SWITCHYARD_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -956,10 +958,9 @@ def section_health(lab: Lab, s: Settings, report: dict) -> None:
     modes = []
     for block in re.split(r"\n== ", text)[1:]:
         name = block.splitlines()[0]
-        grab = lambda pat: (float(m.group(1)) if (m := re.search(pat, block)) else None)  # noqa: E731
-        modes.append({"mode": name, "rate": grab(r"check rate on schedule\s*:\s*([\d.]+)"),
-                      "needed": grab(r"needed (\d+)/s"),
-                      "capacity": grab(r"capacity\s*:\s*([\d.]+)"),
+        modes.append({"mode": name, "rate": _number(r"check rate on schedule\s*:\s*([\d.]+)", block),
+                      "needed": _number(r"needed (\d+)/s", block),
+                      "capacity": _number(r"capacity\s*:\s*([\d.]+)", block),
                       "kept": bool(re.search(r"keeps the schedule\s*:\s*yes", block))})
     log(f"\n== health-check throughput (bench/healthcheck_bench.py {' '.join(s.hc_args)})")
     if not modes:

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "controlplane.dashboard",
     "controlplane.telemetry",
     "controlplane.diagnostics",
+    "controlplane.configio",
+    "controlplane.acme",
 ]
 
 MIDDLEWARE = [
@@ -158,7 +160,7 @@ else:
         # How often the worker looks for new task files (kombu's default is 1 s). Every
         # health-check round and alert delivery waits for this poll, and a round may wait
         # once per check interval, so 1 s would eat most of the 1 s of slack a killed
-        # target has (SPEC 5: unhealthy_threshold x interval + 1 s). A listdir is cheap.
+        # target has (unhealthy_threshold x interval + 1 s to leave the traffic). A listdir is cheap.
         "polling_interval": float(env("SWITCHYARD_BROKER_POLL_SECONDS", "0.1")),
     }
     for _d in (_broker_dir, _broker_dir / "processed", _broker_dir / "control"):
@@ -267,10 +269,20 @@ SWITCHYARD_ALERT_RETRY_BASE_SECONDS = float(env("SWITCHYARD_ALERT_RETRY_BASE_SEC
 SWITCHYARD_ALERT_TIMEOUT = float(env("SWITCHYARD_ALERT_TIMEOUT", "10"))
 # Path to a PEM file of extra trusted roots (an operator's own CA) for certificate checks.
 SWITCHYARD_CA_BUNDLE = env("SWITCHYARD_CA_BUNDLE", "")
+# Automatic certificates (ACME). An empty directory URL turns ACME off: routes cannot ask for it.
+SWITCHYARD_ACME_DIRECTORY = env("SWITCHYARD_ACME_DIRECTORY", "")
+SWITCHYARD_ACME_EMAIL = env("SWITCHYARD_ACME_EMAIL", "")
+SWITCHYARD_ACME_EAB_KID = env("SWITCHYARD_ACME_EAB_KID", "")
+SWITCHYARD_ACME_EAB_HMAC = env("SWITCHYARD_ACME_EAB_HMAC", "")
+SWITCHYARD_ACME_PROFILE = env("SWITCHYARD_ACME_PROFILE", "")
+SWITCHYARD_ACME_CA_BUNDLE = env("SWITCHYARD_ACME_CA_BUNDLE", "")  # PEM file trusted for the directory's HTTPS
+SWITCHYARD_ACME_RETRY_BASE_SECONDS = float(env("SWITCHYARD_ACME_RETRY_BASE_SECONDS", "3600"))
+SWITCHYARD_ACME_PROPAGATION_SECONDS = float(env("SWITCHYARD_ACME_PROPAGATION_SECONDS", "60"))
+SWITCHYARD_ACME_VALIDATION_SECONDS = float(env("SWITCHYARD_ACME_VALIDATION_SECONDS", "120"))
 # Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
 SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
 SWITCHYARD_HEALTH_HISTORY_DAYS = float(env("SWITCHYARD_HEALTH_HISTORY_DAYS", "30"))
-# Never a tenant's upstream target (SPEC 7), checked on save: the control plane's own
+# Never a tenant's upstream target, checked on save: the control plane's own
 # listener and the local node's listeners (the Procfile's variables and defaults).
 # Every node also refuses its own listeners and its control plane on connect.
 SWITCHYARD_RESERVED_ENDPOINTS = [

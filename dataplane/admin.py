@@ -34,10 +34,5 @@ async def start(state: Any, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the admin listener; returns the runner and the bound port."""
     runner = web.AppRunner(make_app(state), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    bound = port
-    for s in getattr(site, "_server").sockets or ():
-        bound = s.getsockname()[1]
-        break
-    return runner, bound
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner, runner.addresses[0][1]

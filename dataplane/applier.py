@@ -4,7 +4,7 @@
 tables (route entry, pool, targets) it started with, so in-flight requests are never
 affected by a swap.
 
-``check_snapshot`` is the one gate of what nodes run (SPEC 7): the control plane runs
+``check_snapshot`` is the one gate of what nodes run: the control plane runs
 this same build on a would-be snapshot before it becomes a version.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import gc
 import time
 from typing import Any
 
-from dataplane import accesslog, balancer, schema, tls, wire
+from dataplane import accesslog, acme, balancer, schema, tls, wire
 from dataplane.metrics import Metrics
 from dataplane.outlier import OutlierDetector
 from dataplane.router import RouteEntry, Router
@@ -42,13 +42,13 @@ class PoolRuntime:
 
 
 class Tables:
-    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets", "certs")
+    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets", "certs", "acme")
 
     def __init__(self, version: int | None = None, digest: str | None = None,
                  snapshot: schema.Snapshot | None = None, router: Router | None = None,
                  pools: dict[int, PoolRuntime] | None = None,
                  targets: dict[int, list[balancer.TargetState]] | None = None,
-                 certs: tls.CertTable | None = None):
+                 certs: tls.CertTable | None = None, acme_challenges: acme.Challenges | None = None):
         self.version = version
         self.digest = digest
         self.snapshot = snapshot
@@ -56,6 +56,7 @@ class Tables:
         self.pools = pools or {}
         self.targets = targets or {}  # target id -> its states (one per pool using it)
         self.certs = certs or tls.EMPTY  # SNI table of the HTTPS listener
+        self.acme = acme_challenges or acme.NONE  # challenges the node answers itself
 
 
 def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
@@ -74,7 +75,7 @@ class _Problems:
         """``build(*args)``, or None after recording why it failed at ``path``."""
         try:
             return build(*args)
-        except Exception as exc:  # whatever the library raises, the value is what failed
+        except Exception as exc:  # noqa: BLE001 - whatever the library raises, the value is what failed
             self.errors.append(schema.SchemaError(path, str(exc) or type(exc).__name__))
             return None
 
@@ -133,9 +134,9 @@ class NodeState:
         except schema.SnapshotInvalid:
             self.metrics.applies["error"] += 1
             raise
-        except Exception as exc:  # a bug in building must not take the node down
+        except Exception as exc:
             self.metrics.applies["error"] += 1
-            raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")])
+            raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")]) from exc
         self.tables = tables
         self.upstreams.retire_unused({s.hostpool for states in tables.targets.values()
                                      for s in states})
@@ -162,10 +163,25 @@ class NodeState:
             pools[p.id] = problems.run(f"pools[{i}]", PoolRuntime, p, states, self.outlier)
         entries = [problems.run(f"routes[{i}]", self._route_entry, r, pools[r.pool])
                    for i, r in enumerate(snap.routes) if pools.get(r.pool) is not None]
+        challenges = self._acme(snap.acme_challenges, problems)
         problems.raise_if_any()
         certs = self.tls_cache.build_certs(snap.certificates, snap.routes, self.default_certificate)
         self.tls_cache.prune_clients(client_tls)
-        return Tables(version, digest, snap, Router(entries), pools, by_target, certs)
+        return Tables(version, digest, snap, Router(entries), pools, by_target, certs, challenges)
+
+    def _acme(self, challenges: schema.AcmeChallenges, problems: _Problems) -> acme.Challenges:
+        """HTTP-01 answers prebuilt per token; TLS-ALPN-01 contexts per host."""
+        contexts: dict[str, tls.ServerContext] = {}
+        used: dict = {}
+        for i, c in enumerate(challenges.tls_alpn01):
+            path = f"acme_challenges.tls_alpn01[{i}]"
+            if problems.run(f"{path}.certificate_pem", tls.check_certificate, c.certificate_pem):
+                ctx = problems.run(f"{path}.private_key_pem", self.tls_cache.challenge_context,
+                                   c.certificate_pem, c.private_key_pem, used)
+                if ctx is not None:
+                    contexts[c.host] = ctx
+        self.tls_cache.challenge = used
+        return acme.Challenges(acme.build_http01(challenges.http01), contexts)
 
     def _target_states(self, i: int, p: schema.Pool, client_tls: set,
                        problems: _Problems) -> list[balancer.TargetState] | None:

@@ -1,4 +1,4 @@
-"""The node's last-known-good snapshot on disk (SPEC 3).
+"""The node's last-known-good snapshot on disk.
 
 Written after every successful apply (temp file, fsync, rename, fsync of the
 directory), read once at start so the node serves at once, before it reaches the

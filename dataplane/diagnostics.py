@@ -1,4 +1,4 @@
-"""Diagnostic commands on a node (SPEC 9): live log tail, request capture, probes.
+"""Diagnostic commands on a node: live log tail, request capture, probes.
 
 Two parts:
 
@@ -9,7 +9,9 @@ Two parts:
   counted, never waited for), and armed captures record the request's headers as
   received, as sent upstream, and the response headers (credentials and query values
   redacted here, so secrets never leave the node; tail lines carry the path without
-  its query).
+  its query). Tail lines and capture records name how an exchange ended as the access
+  log does: ``proxy_status`` is the RFC 9209 error type, ``reason`` the finer reason
+  (null when the type says it all).
 - ``NodeDiagnostics`` (one per node, beside the ``SyncClient``) answers the control
   plane's commands (message formats at the bottom of ``dataplane/schema.py``): it
   drains the hub into ``tail.lines`` / ``capture.record`` messages every
@@ -57,12 +59,12 @@ def _remaining(expires: Any, default: float = 300.0) -> float:
     return default
 
 
-def proxy_status_type(code: str | None) -> str | None:
-    """The RFC 9209 error type of an access-log proxy_status code."""
+def logged_as(code: str) -> tuple[str | None, str | None]:
+    """How the exchange's ending ``code`` is logged: (``proxy_status``, the RFC 9209
+    error type; ``reason``, the finer reason or None), as in the access log."""
     if not code:
-        return None
-    spec = errors.ERRORS.get(code)
-    return spec[1] if spec else code
+        return None, None
+    return errors.LOGGED.get(code) or (code, None)
 
 
 # ---------------------------------------------------------------- tail
@@ -108,9 +110,9 @@ class TailFilter:
                  (self.classes is not None and str(status)[:1] in self.classes)
             if not ok:
                 return False
-        if self.proxy_status is not None:
+        if self.proxy_status is not None:  # by RFC 9209 type or by finer reason
             if not code or (code not in self.proxy_status
-                            and proxy_status_type(code) not in self.proxy_status):
+                            and logged_as(code)[0] not in self.proxy_status):
                 return False
         if self.clients is not None:
             try:
@@ -260,6 +262,7 @@ class Hub:
         conn = ex.conn
         route = ex.route
         t = ex.target
+        ptype, reason = logged_as(code)
         tls = None
         if conn.tls_log and '"tls_version":null' not in conn.tls_log:
             try:
@@ -273,7 +276,7 @@ class Hub:
             "tenant": route.tenant if route is not None else None,
             "method": ex.method.decode("latin-1"), "host": ex.host_s,
             "path": ex.path_b.decode("latin-1")[:2048], "status": status,
-            "proxy_status": code or None, "proxy_status_type": proxy_status_type(code),
+            "proxy_status": ptype, "reason": reason,
             "upstream_addr": t.addr if t is not None else None,
             "upstream_status": ex.upstream_status, "duration": round(duration, 6),
             "upstream_connect_time": _r(ex.connect_time),
@@ -318,9 +321,9 @@ class Hub:
         rec = ex.cap
         ex.cap = None
         t = ex.target
+        ptype, reason = logged_as(code)
         rec.update({
-            "status": status, "proxy_status": code or None,
-            "proxy_status_type": proxy_status_type(code),
+            "status": status, "proxy_status": ptype, "reason": reason,
             "target": t.addr if t is not None else None, "retries": ex.retries,
             "timings": {"total": round(duration, 6), "upstream_connect": _r(ex.connect_time),
                         "upstream_first_byte": _r(ex.first_byte)},
@@ -371,7 +374,7 @@ def capture_notes(rec: dict) -> list[str]:
                 + f": the peer is not in trusted_proxies "
                   f"({', '.join(rec['trusted_proxies']) or 'empty'}). If a load balancer at "
                   f"{rec['client_addr']} sits in front, add its network to --trusted-proxies.")
-    if "upgrade" in client and rec.get("proxy_status") == "websocket_denied":
+    if "upgrade" in client and rec.get("reason") == "websocket_denied":
         notes.append("the client asked for a WebSocket upgrade but the route does not allow "
                      "WebSocket (route option 'websocket' is off)")
     return notes
@@ -493,7 +496,7 @@ class NodeDiagnostics:
                     sni=str(msg.get("sni") or ""), insecure=bool(msg.get("insecure")),
                     method=str(msg.get("method") or "GET")[:16],
                     host_header=str(msg.get("host_header") or "")[:300])
-            except Exception as exc:  # noqa: BLE001 - a bug must still answer
+            except Exception as exc:  # a bug must still answer
                 log.exception("diagnostics: probe failed")
                 result = {"ok": False, "error": f"probe failed on the node: {exc!r}",
                           "failed_step": "node"}

@@ -21,8 +21,10 @@ from typing import Any
 from httptools import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                        HttpRequestParser, parse_url)
 
-from dataplane import errors
+from dataplane import acme, errors, headers
 from dataplane.accesslog import NO_TLS
+from dataplane.headers import (H_CL, H_CONN, H_EXPECT, H_HOST, H_IDENT, H_RID, H_TE, H_UPG,
+                               H_VIA, REQ_CLASS, tokens)
 from dataplane.outlier import FAILURE_CODES
 from dataplane.router import normalize_host
 from dataplane.tls import connection_info
@@ -32,7 +34,7 @@ from dataplane.diagnostics import HUB as _diag  # tail/capture: one flag check e
 
 monotonic = time.monotonic
 
-# ---- limits (SPEC 4 defaults)
+# ---- limits (defaults)
 MAX_URL = 8 * 1024
 MAX_HEADER = 8 * 1024
 MAX_HEADERS_TOTAL = 32 * 1024
@@ -48,31 +50,11 @@ PENDING_LIMIT = 64 * 1024   # request bytes held while the upstream connects
 LINGER_IDLE = 5.0    # seconds without bytes from the client
 LINGER_TOTAL = 30.0  # seconds at most
 
-VIA = b"1.1 switchyard"
-VIA_NAME = b"switchyard"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _RID_PREFIX = os.urandom(5).hex().encode() + b"-"
 _rid_counter = itertools.count(1)
 
-# request header classes
-H_HOP, H_HOST, H_CL, H_TE, H_CONN, H_IDENT, H_VIA, H_RID, H_EXPECT, H_UPG = range(10)
-REQ_CLASS = {
-    b"connection": H_CONN, b"keep-alive": H_HOP, b"proxy-connection": H_HOP, b"te": H_HOP,
-    b"trailer": H_HOP, b"upgrade": H_UPG, b"proxy-authorization": H_HOP,
-    b"proxy-authenticate": H_HOP, b"transfer-encoding": H_TE, b"host": H_HOST,
-    b"content-length": H_CL, b"x-forwarded-for": H_IDENT, b"x-forwarded-proto": H_IDENT,
-    b"x-forwarded-host": H_IDENT, b"x-forwarded-port": H_IDENT, b"x-real-ip": H_IDENT,
-    b"forwarded": H_IDENT, b"via": H_VIA, b"x-request-id": H_RID, b"expect": H_EXPECT,
-}
-# response headers that never pass as they are
-R_HOP, R_CL, R_TE, R_CONN, R_VIA = range(5)
-RESP_CLASS = {
-    b"connection": R_CONN, b"keep-alive": R_HOP, b"proxy-connection": R_HOP, b"te": R_HOP,
-    b"trailer": R_HOP, b"upgrade": R_HOP, b"proxy-authorization": R_HOP,
-    b"proxy-authenticate": R_HOP, b"transfer-encoding": R_TE, b"content-length": R_CL,
-    b"via": R_VIA, b"x-request-id": R_HOP,
-}
 # response body framing towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 # body chunks at least this large are written on their own, not joined with the head
@@ -83,9 +65,6 @@ WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
 WS_MAX_MESSAGE = 4 * 1024 * 1024
 WS_IDLE_TIMEOUT = 300.0
 REDIRECT_HOST = re.compile(rb"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
-# a Host the proxy routes on: a DNS name or an IP literal, then an optional port
-# (no userinfo, path, list or empty value; RFC 9112 3.2 asks for a 400 otherwise)
-VALID_HOST = re.compile(rb"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
 ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 # the methods llhttp knows (HTTP mode); it refuses any other token before reading on
 LLHTTP_METHODS = frozenset((
@@ -104,10 +83,10 @@ def _diag_parse(head: bytes) -> tuple:
 
 
 def _diag_head(data: bytes) -> dict:
-    line, headers = _diag_parse(data)
+    line, fields = _diag_parse(data)
     parts = line.split(" ", 2)
     return {"status": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None,
-            "line": line, "headers": headers}
+            "line": line, "headers": fields}
 
 
 class Reject(Exception):
@@ -132,44 +111,8 @@ def _unknown_method_code(data: bytes) -> str:
     return "bad_request"
 
 
-_HOSTS: dict[bytes, str | None] = {}
-
-
-def _route_host(raw: bytes) -> str | None:
-    """The routing key of a Host value, None when it is not a host (cached per value)."""
-    try:
-        return _HOSTS[raw]
-    except KeyError:
-        pass
-    host = normalize_host(raw) if VALID_HOST.fullmatch(raw.strip(b" \t")) else None
-    if len(_HOSTS) > 4096:
-        _HOSTS.clear()
-    _HOSTS[raw] = host
-    return host
-
-
 def new_request_id() -> bytes:
     return _RID_PREFIX + b"%x" % next(_rid_counter)
-
-
-def _tokens(value: bytes) -> list[bytes]:
-    return [t.strip().lower() for t in value.split(b",") if t.strip()]
-
-
-_NAMED: dict[bytes, tuple] = {}
-
-
-def _named_headers(value: bytes) -> tuple:
-    """Header names a response's Connection header makes hop-by-hop, beyond the ones
-    always dropped ("close" and "keep-alive" name nothing more). Cached per value: an
-    upstream sends the same few values on every response."""
-    named = _NAMED.get(value)
-    if named is None:
-        named = tuple(t for t in _tokens(value) if t not in (b"close", b"keep-alive")
-                      and RESP_CLASS.get(t) is None)
-        if len(_NAMED) < 256:
-            _NAMED[value] = named
-    return named
 
 
 def _authority(host: bytes, port: int | None, default: int) -> bytes:
@@ -197,15 +140,6 @@ def _check_absolute_form(url: bytes, host_header: bytes) -> None:
         h, hport = h[:colon], int(h[colon + 1:])
     if _authority(u.host, u.port, default) != _authority(h.strip(b"[]"), hport, default):
         raise Reject("bad_request")
-
-
-def _via_loops(via: bytes) -> bool:
-    # Via: 1.1 switchyard, HTTP/1.1 other (comment) -> received-by is the second word
-    for entry in via.split(b","):
-        parts = entry.split()
-        if len(parts) >= 2 and parts[1].lower() == VIA_NAME:
-            return True
-    return False
 
 
 class ProxyServer:
@@ -311,9 +245,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_b = ip.encode()
         self.trusted = server.is_trusted(ip)
         # identity headers for a peer whose own values are not trusted: fixed per connection
-        self.ident = (b"X-Forwarded-For: " + self.client_b + b"\r\nX-Real-IP: " + self.client_b
-                      + b"\r\nX-Forwarded-Proto: " + server.scheme
-                      + b"\r\nX-Forwarded-Port: " + server.port_b + b"\r\n")
+        self.ident = headers.untrusted_identity(self.client_b, server.scheme, server.port_b)
         now = monotonic()
         self.idle_since = self.head_started = self.last_rx = now
         if server.tls:
@@ -477,6 +409,13 @@ class ClientConnection(asyncio.Protocol):
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
 
+    def hand_over_to(self, tunnel: Tunnel) -> None:
+        """A 101 made this connection one end of ``tunnel``: nothing more is parsed, and
+        the flow-control state (which side's write buffer is full) goes with it."""
+        upstream_full = bool(self.paused & P_UPSTREAM)
+        self.paused = 0
+        tunnel.start(self.write_paused, upstream_full)
+
     def reject(self, code: str) -> None:
         """A parse error in the message being read. Requests parsed completely before it
         keep their responses, in order; the error answers this message after them, and
@@ -613,7 +552,7 @@ class Exchange:
         elif cls == H_TE:
             self.te = value if self.te is None else self.te + b", " + value
         elif cls == H_CONN:
-            toks = _tokens(value)
+            toks = tokens(value)
             self.conn_tokens = toks if self.conn_tokens is None else self.conn_tokens + toks
         elif cls == H_IDENT:
             d = self.ident_in
@@ -633,7 +572,7 @@ class Exchange:
         """Framing and Host checks; raising Reject here means nothing went upstream."""
         if self.te is not None:
             # only "chunked", once: other codings cannot be re-framed, HTTP/1.0 has no TE
-            if self.clen is not None or self.http10 or _tokens(self.te) != [b"chunked"]:
+            if self.clen is not None or self.http10 or tokens(self.te) != [b"chunked"]:
                 raise Reject("bad_request")
             self.chunked = self.body_expected = True
         elif self.clen is not None:
@@ -689,53 +628,73 @@ class Exchange:
 
     # ---- routing and upstream selection
     def start(self) -> None:
+        """Route the request whose head is complete, then forward it."""
         if self.refused:
             return self.fail(self.refused, force_close=True)
-        conn = self.conn
         url = self.url
-        host_raw = self.host_raw
         if url[:1] != b"/":
-            if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-                try:
-                    u = parse_url(url)
-                except HttpParserError:
-                    return self.fail("bad_request")
-                host_raw = (u.host or b"") + (b":%d" % u.port if u.port else b"")
-                self.host_raw = host_raw
-                url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
-            elif url == b"*" and self.method == b"OPTIONS":
-                return self.answer_options()
-            else:
-                return self.fail("bad_request")
+            url = self.absolute_target(url)
+            if url is None:
+                return
         q = url.find(b"?")
         path_b = url if q < 0 else url[:q]
         self.path_b = path_b
+        host_raw = self.host_raw
         if host_raw is None:  # HTTP/1.0 may leave it out: only a route for no host serves it
             host_s = ""
         else:
-            host_s = _route_host(host_raw)
+            host_s = normalize_host(host_raw)
             if host_s is None:
                 self.host_s = host_raw.decode("latin-1")  # logged as received
                 return self.fail("invalid_host")
         self.host_s = host_s
-        if self.via is not None and _via_loops(self.via):
+        if self.via is not None and headers.via_loops(self.via):
             return self.fail("proxy_loop_detected")
-        server = conn.server
-        tables = server.state.tables
-        cert = conn.cert
-        if cert is not None and host_s != conn.host_ok:
-            # the Host's certificate must belong to the tenant of the SNI's certificate
-            owner = tables.certs.for_host(host_s)
-            if owner is not None and owner.tenant != cert.tenant:
-                return self.fail("misdirected_request")
-            conn.host_ok = host_s
+        conn = self.conn
+        tables = conn.server.state.tables
+        if conn.cert is not None and host_s != conn.host_ok and self.misdirected(tables, host_s):
+            return self.fail("misdirected_request")
+        if path_b.startswith(acme.HTTP01_PATH) and not conn.server.tls:  # never routed
+            answer = acme.http01(tables.acme.http01, self.method, path_b)
+            return self.reply(*answer) if answer is not None else self.fail("destination_not_found")
         route = tables.router.match(host_s, path_b.decode("latin-1"), self.method, self.headers)
         if route is None:
             return self.fail("destination_not_found" if host_raw is not None else "invalid_host")
         self.route = route
         if _diag.capturing:
             self.cap = _diag.capture_for(self, route)
-        if route.https_redirect and not server.tls:
+        self.forward(route, url)
+
+    def absolute_target(self, url: bytes) -> bytes | None:
+        """The origin-form of a target that is not one (an absolute-form target's
+        authority becomes the Host); None once the request is answered or refused."""
+        if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            try:
+                u = parse_url(url)
+            except HttpParserError:
+                self.fail("bad_request")
+                return None
+            self.host_raw = (u.host or b"") + (b":%d" % u.port if u.port else b"")
+            return (u.path or b"/") + (b"?" + u.query if u.query else b"")
+        if url == b"*" and self.method == b"OPTIONS":
+            self.answer_options()
+        else:
+            self.fail("bad_request")
+        return None
+
+    def misdirected(self, tables: Any, host_s: str) -> bool:
+        """On HTTPS the Host's certificate must belong to the tenant of the SNI's one."""
+        conn = self.conn
+        owner = tables.certs.for_host(host_s)
+        if owner is not None and owner.tenant != conn.cert.tenant:
+            return True
+        conn.host_ok = host_s
+        return False
+
+    def forward(self, route: Any, url: bytes) -> None:
+        """The route's own checks, the upstream request head, then an upstream."""
+        conn = self.conn
+        if route.https_redirect and not conn.server.tls:
             return self.redirect(url)
         # an upgrade needs Connection: upgrade too (the parser's verdict, RFC 9110 7.8);
         # without it the Upgrade header is dropped and the request is a plain one
@@ -761,52 +720,23 @@ class Exchange:
         self.attempt()
 
     def build_head(self, route: Any) -> bytes:
+        """The upstream request head after the request line and Host."""
         conn = self.conn
-        drop = route.req_drop
-        if self.conn_tokens:
-            drop = drop.union(self.conn_tokens)
-        parts = []
-        add = parts.append
-        for lname, name, value in self.headers:
-            if lname in REQ_CLASS or (drop and lname in drop):
-                continue
-            add(name + b": " + value + b"\r\n")
-        if route.req_extra:
-            add(route.req_extra)
+        server = conn.server
         host = self.host_raw or b""
-        ident = self.ident_in
-        if ident is None or not conn.trusted:
-            add(conn.ident)
-            add(b"X-Forwarded-Host: " + host + b"\r\n")
-            fwd = None
+        conn_tokens = self.conn_tokens
+        if self.ident_in is None or not conn.trusted:
+            identity = (conn.ident, b"X-Forwarded-Host: ", host, b"\r\n")
+            previous = None
         else:
-            if self.conn_tokens:
-                ident = {k: v for k, v in ident.items() if k not in self.conn_tokens}
-            xff = ident.get(b"x-forwarded-for")
-            add(b"X-Forwarded-For: " + (xff + b", " + conn.client_b if xff else conn.client_b)
-                + b"\r\nX-Real-IP: " + ident.get(b"x-real-ip", conn.client_b)
-                + b"\r\nX-Forwarded-Proto: " + ident.get(b"x-forwarded-proto", conn.server.scheme)
-                + b"\r\nX-Forwarded-Port: " + ident.get(b"x-forwarded-port", conn.server.port_b)
-                + b"\r\nX-Forwarded-Host: " + ident.get(b"x-forwarded-host", host) + b"\r\n")
-            fwd = ident.get(b"forwarded")
+            identity, previous = headers.trusted_identity(
+                self.ident_in, conn_tokens, conn.client_b, server.scheme, server.port_b, host)
         if route.forwarded:
-            ip = conn.client_ip
-            node = f'"[{ip}]"' if ":" in ip else ip
-            mine = f"for={node};proto={conn.server.scheme.decode()}".encode()
-            if host:
-                mine += b';host="' + host.replace(b'"', b"") + b'"'
-            add(b"Forwarded: " + (fwd + b", " + mine if fwd else mine) + b"\r\n")
-        elif fwd is not None:
-            add(b"Forwarded: " + fwd + b"\r\n")
-        add(b"Via: " + (self.via + b", " + VIA if self.via else VIA) + b"\r\nX-Request-ID: "
-            + self.rid + b"\r\n")
-        if self.chunked:
-            add(b"Transfer-Encoding: chunked\r\n\r\n")
-        elif self.clen is not None:
-            add(b"Content-Length: " + self.clen + b"\r\n\r\n")
+            forwarded = headers.forwarded_line(conn.client_ip, server.scheme, host, previous)
         else:
-            add(b"\r\n")
-        return b"".join(parts)
+            forwarded = b"" if previous is None else b"Forwarded: " + previous + b"\r\n"
+        return headers.request_head(self.headers, route.req_drop, conn_tokens, route.req_extra,
+                                    identity, forwarded, self.via, self.rid, self.chunked, self.clen)
 
     def attempt(self) -> None:
         pool = self.pool
@@ -836,7 +766,7 @@ class Exchange:
                 self.tried += (t,)
                 return self.attempt()
             return self.fail(e.code)
-        except Exception:  # never leave a client hanging on a bug
+        except Exception:  # noqa: BLE001 - never leave a client hanging on a bug
             if not self.dead:
                 self.fail("proxy_internal_error", force_close=True)
             return
@@ -889,14 +819,14 @@ class Exchange:
 
     # ---- diagnostics: request capture (only when armed for this exchange)
     def capture_upstream(self, head: bytes, t: Any) -> None:
-        line, headers = _diag_parse(head)
+        line, fields = _diag_parse(head)
         self.cap["attempts"] += 1
-        self.cap["upstream_request"] = {"target": t.addr, "line": line, "headers": headers}
+        self.cap["upstream_request"] = {"target": t.addr, "line": line, "headers": fields}
 
-    def capture_response(self, status: int, reason: bytes, headers: list, data: bytes) -> None:
+    def capture_response(self, status: int, reason: bytes, fields: list, data: bytes) -> None:
         from dataplane.diagnostics import _headers
         self.cap["upstream_response"] = {"status": status, "reason": reason.decode("latin-1"),
-                                         "headers": _headers(headers)}
+                                         "headers": _headers(fields)}
         self.cap["client_response"] = _diag_head(data)
 
     def detach_upstream(self, abort: bool = False) -> None:
@@ -913,11 +843,11 @@ class Exchange:
 
     # ---- response from upstream (called by UpstreamConnection)
     def upstream_head(self, c: UpstreamConnection, status: int, reason: bytes,
-                      headers: list) -> None:
+                      fields: list) -> None:
         if status < 200:
             if status == 101:
                 if self.ws:
-                    return self.upgrade_head(reason, headers)
+                    return self.upgrade_head(reason, fields)
                 raise HttpParserError("unexpected 101 Switching Protocols")
             self.interim = True  # 1xx: not relayed; Expect is answered by the proxy itself
             return
@@ -931,100 +861,50 @@ class Exchange:
             if o is not None and o.fails:
                 o.fails = 0
         route = self.route
-        if self.conn.server.tls:
-            drop = route.resp_drop_tls
-            extra = route.resp_extra_tls
-        else:
-            drop = route.resp_drop
-            extra = route.resp_extra
-        te = cl = via = None
-        named = None
-        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        add = parts.append
-        for name, value in headers:
-            lname = name.lower()
-            cls = RESP_CLASS.get(lname)
-            if cls is None:
-                if not drop or lname not in drop:
-                    add(name + b": " + value + b"\r\n")
-            elif cls == R_CL:
-                cl = value
-            elif cls == R_TE:
-                te = value
-            elif cls == R_CONN:
-                named = _named_headers(value) if named is None else named + _named_headers(value)
-            elif cls == R_VIA:
-                via = value if via is None else via + b", " + value
+        tls = self.conn.server.tls
+        lines, cl, te, via, _ = headers.scan_response(
+            status, reason, fields, route.resp_drop_tls if tls else route.resp_drop)
+        mode = self.body_mode(status, cl, te)
+        if mode == M_LENGTH:
+            c.body_left = int(cl)  # llhttp accepted it: digits only
+        self.relay_head(reason, fields, headers.response_head(
+            lines, headers.response_framing(status, cl, te, mode == M_CHUNKED),
+            route.resp_extra_tls if tls else route.resp_extra, self.set_cookie, via, self.rid,
+            self.keep_alive, self.http10))
+
+    def body_mode(self, status: int, cl: bytes | None, te: bytes | None) -> int:
+        """How the response body is framed towards the client; a body whose end only the
+        close can tell closes the connection."""
         if self.method == b"HEAD" or status == 204 or status == 304:
             mode = M_NONE
         elif te is not None:
             mode = M_CLOSE if self.http10 else M_CHUNKED
         elif cl is not None:
             mode = M_LENGTH
-            c.body_left = int(cl)  # llhttp accepted it: digits only
         else:  # the upstream delimits the body by closing
             self.eof_body = True
             mode = M_CLOSE if self.http10 else M_CHUNKED
         self.mode = mode
         if mode == M_CLOSE or self.conn.server.draining:  # draining: tell the client
             self.keep_alive = False
-        if named:  # headers the upstream's Connection names are hop-by-hop too (rare)
-            parts[1:] = [line for line in parts[1:]
-                         if line.split(b":", 1)[0].lower() not in named]
-        if extra:
-            parts.append(extra)
-        if self.set_cookie is not None:
-            parts.append(self.set_cookie)
-        if cl is not None and te is None and status != 204:
-            parts.append(b"Content-Length: " + cl + b"\r\n")
-        elif mode == M_CHUNKED:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts.append(b"Via: " + (via + b", " + VIA if via else VIA) + b"\r\nX-Request-ID: "
-                     + self.rid + b"\r\n")
-        if not self.keep_alive:
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.http10:
-            parts.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
-        data = b"".join(parts)
-        if self.cap is not None:
-            self.capture_response(self.status, reason, headers, data)
-        self.resp_started = True
-        self.bytes_out += len(data)
-        self.out = [data]
+        return mode
 
-    def upgrade_head(self, reason: bytes, headers: list) -> None:
+    def upgrade_head(self, reason: bytes, fields: list) -> None:
         """A 101 to a WebSocket upgrade: relay it; the tunnel starts once the parser
         hands over the bytes after it (upstream_upgraded)."""
         self.first_byte = monotonic() - self.sent_at
         self.upstream_status = self.status = 101
         route = self.route
         drop = route.resp_drop_tls if self.conn.server.tls else route.resp_drop
-        upgrade = via = named = None
-        kept = []
-        for name, value in headers:
-            lname = name.lower()
-            cls = RESP_CLASS.get(lname)
-            if cls is None:
-                if not drop or lname not in drop:
-                    kept.append((lname, name + b": " + value + b"\r\n"))
-            elif lname == b"upgrade":
-                upgrade = value
-            elif cls == R_CONN:
-                named = _named_headers(value) if named is None else named + _named_headers(value)
-            elif cls == R_VIA:
-                via = value if via is None else via + b", " + value
-        if upgrade is None or b"websocket" not in _tokens(upgrade):
+        data = headers.upgrade_response(reason, fields, drop, self.rid)
+        if data is None:
             raise HttpParserError("101 without Upgrade: websocket")
-        parts = [b"HTTP/1.1 101 %b\r\n" % (reason or b"Switching Protocols")]
-        parts.extend(line for lname, line in kept if not named or lname not in named)
-        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\nVia: "
-                     + (via + b", " + VIA if via else VIA) + b"\r\nX-Request-ID: "
-                     + self.rid + b"\r\n\r\n")
-        data = b"".join(parts)
+        self.relay_head(reason, fields, data)
+
+    def relay_head(self, reason: bytes, fields: list, data: bytes) -> None:
+        """The client's response head, written with the body bytes of the same read."""
         if self.cap is not None:
-            self.capture_response(self.status, reason, headers, data)
+            self.capture_response(self.status, reason, fields, data)
         self.resp_started = True
         self.bytes_out += len(data)
         self.out = [data]
@@ -1040,7 +920,8 @@ class Exchange:
             self.detach_upstream(abort=True)
             return
         self.resp_done = True
-        Tunnel(self, c, rest)
+        self.up_paused = False  # the tunnel's two sides do the flow control from here
+        conn.hand_over_to(Tunnel(self, c, rest))
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.interim:
@@ -1172,13 +1053,13 @@ class Exchange:
         """OPTIONS * asks about the server itself: the proxy answers for all its routes."""
         self.reply(b"200 OK", b"Allow: " + ALLOW + b"\r\nContent-Length: 0\r\n", b"")
 
-    def reply(self, status_line: bytes, headers: bytes, body: bytes) -> None:
+    def reply(self, status_line: bytes, lines: bytes, body: bytes) -> None:
         """A response the proxy makes itself that is not an error."""
         conn = self.conn
         close = not self.keep_alive or (self.body_expected and not self.req_complete)
         if close:
             self.keep_alive = False
-        data = (b"HTTP/1.1 " + status_line + b"\r\n" + headers + b"X-Request-ID: " + self.rid
+        data = (b"HTTP/1.1 " + status_line + b"\r\n" + lines + b"X-Request-ID: " + self.rid
                 + (b"\r\nConnection: close\r\n\r\n" if close else
                    b"\r\nConnection: keep-alive\r\n\r\n" if self.http10 else b"\r\n\r\n")
                 + body)

@@ -16,6 +16,7 @@ from dataplane import schema
 
 BUCKETS = schema.LATENCY_BUCKETS  # shared with the control plane's percentiles
 NO_ROUTE = "-"
+HealthRow = tuple[str, str, bool]  # (pool name, target address, healthy)
 
 
 class Histogram:
@@ -75,11 +76,21 @@ class Metrics:
         self.active_connections = 0
         self.config_version: int | None = None
         self.applies = {"ok": 0, "error": 0}
-        # () -> iterable of (pool name, target address, healthy); set by the node state
-        self.target_health: Callable[[], Iterable[tuple[str, str, bool]]] = lambda: ()
+        # () -> the health row of every target; the node state sets it to read its tables
+        self.target_health: Callable[[], Iterable[HealthRow]] = self._reported_health
+        self.reported_health: list[HealthRow] = []
         self.no_route = self.route(NO_ROUTE)
         # delta_report's baseline: stats key -> (total, requests, duration, upstream, in, out)
         self._reported: dict[Any, tuple] = {}
+
+    def report_health(self, rows: list[HealthRow]) -> None:
+        """Show ``rows`` as the targets' health: a supervisor serves no traffic itself,
+        so its targets are as healthy as its workers report."""
+        self.reported_health = rows
+        self.target_health = self._reported_health
+
+    def _reported_health(self) -> list[HealthRow]:
+        return self.reported_health
 
     def route(self, name: str, route_id: int | None = None) -> RouteStats:
         """The counters of a route. With ``route_id`` they are kept per (id, name), so

@@ -1,4 +1,4 @@
-"""Passive health: outlier ejection from the traffic the node forwards (SPEC 4).
+"""Passive health: outlier ejection from the traffic the node forwards.
 
 Follows Envoy's ``consecutive_5xx`` detector (with local-origin errors counted, i.e.
 ``split_external_local_origin_errors: false``): each of these is a failure of the

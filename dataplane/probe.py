@@ -1,4 +1,4 @@
-"""Test a backend from the proxy host (SPEC 9.3): DNS, TCP, TLS, HTTP — each step timed,
+"""Test a backend from the proxy host: DNS, TCP, TLS, HTTP — each step timed,
 each failure named precisely.
 
 ``await probe(url, ...)`` returns a JSON-able dict (the shape below); it never raises
@@ -201,9 +201,11 @@ async def _tcp(addr: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-async def _tls(sock: socket.socket, ctx: ssl.SSLContext, sni: str | None, timeout: float):
+async def _tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str, timeout: float):
+    """A TLS handshake on ``sock``. ``server_name`` is what the certificate must match; a
+    name is also sent as SNI, an IP address is not."""
     return await asyncio.wait_for(asyncio.open_connection(
-        sock=sock, ssl=ctx, server_hostname=sni or None, ssl_handshake_timeout=timeout), timeout)
+        sock=sock, ssl=ctx, server_hostname=server_name, ssl_handshake_timeout=timeout), timeout)
 
 
 async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
@@ -257,6 +259,15 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, meth
     return out
 
 
+class StepFailed(Exception):
+    """A probe step failed: ``step`` names it, the message says what happened."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(message)
+        self.step = step
+        self.message = message
+
+
 async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: str = "",
                 sni: str = "", insecure: bool = False, method: str = "GET",
                 headers: list | None = None, host_header: str = "",
@@ -267,52 +278,79 @@ async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: s
     res: dict[str, Any] = {"url": url, "scheme": None, "host": None, "port": None, "path": None,
                            "ok": False, "error": None, "failed_step": None, "total_ms": None,
                            "dns": None, "policy": None, "tcp": None, "tls": None, "http": None}
+    try:
+        _url_step(res, url)
+        addresses = await _dns_step(res, timeout)
+        sock = await _tcp_step(res, _policy_step(res, addresses, policy), timeout)
+        reader = writer = None
+        try:
+            if res["scheme"] == "https":
+                reader, writer = await _tls_step(res, sock, sni, insecure, ca_pem, timeout)
+            else:
+                reader, writer = await asyncio.open_connection(sock=sock)
+            if http:
+                await _http_step(res, reader, writer, method, list(headers or []), host_header,
+                                 timeout)
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                sock.close()
+        res["ok"] = True
+    except StepFailed as exc:
+        res["failed_step"], res["error"] = exc.step, exc.message
+    res["total_ms"] = _ms(t_start)
+    return res
 
-    def fail(step: str, message: str) -> dict:
-        res["failed_step"] = step
-        res["error"] = message
-        res["total_ms"] = _ms(t_start)
-        return res
 
+def _url_step(res: dict, url: str) -> None:
     try:
         u = urlsplit(url)
         scheme = (u.scheme or "").lower()
         host = u.hostname
         port = u.port
     except ValueError as exc:
-        return fail("url", f"invalid URL: {exc}")
+        raise StepFailed("url", f"invalid URL: {exc}") from None
     if scheme not in ("http", "https") or not host:
-        return fail("url", "expected http://host[:port]/path or https://...")
-    port = port or (443 if scheme == "https" else 80)
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    res.update(scheme=scheme, host=host, port=port, path=target)
+        raise StepFailed("url", "expected http://host[:port]/path or https://...")
+    res.update(scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80),
+               path=(u.path or "/") + (f"?{u.query}" if u.query else ""))
 
-    # ---- DNS
-    dns: dict[str, Any] = {"ok": False, "addresses": [], "literal": False, "time_ms": 0.0, "error": None}
+
+async def _dns_step(res: dict, timeout: float) -> list[str]:
+    """The host's addresses (itself when it is an IP address)."""
+    host, port = res["host"], res["port"]
+    dns: dict[str, Any] = {"ok": False, "addresses": [], "literal": False, "time_ms": 0.0,
+                           "error": None}
     res["dns"] = dns
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
         dns.update(ok=True, addresses=[host], literal=True)
+        return dns["addresses"]
     except ValueError:
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-            dns["addresses"] = list(dict.fromkeys(i[4][0] for i in infos))
-            dns["ok"] = bool(dns["addresses"])
-        except (asyncio.TimeoutError, TimeoutError):
-            dns["error"] = f"DNS lookup of {host} timed out after {timeout:g} s"
-        except (socket.gaierror, UnicodeError, OSError) as exc:
-            dns["error"] = _dns_error(exc, host)
-        dns["time_ms"] = _ms(t0)
-        if not dns["ok"]:
-            return fail("dns", dns["error"] or f"{host} has no addresses")
+        pass
+    t0 = time.perf_counter()
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+        dns["addresses"] = list(dict.fromkeys(i[4][0] for i in infos))
+        dns["ok"] = bool(dns["addresses"])
+    except (asyncio.TimeoutError, TimeoutError):
+        dns["error"] = f"DNS lookup of {host} timed out after {timeout:g} s"
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        dns["error"] = _dns_error(exc, host)
+    dns["time_ms"] = _ms(t0)
+    if not dns["ok"]:
+        raise StepFailed("dns", dns["error"] or f"{host} has no addresses")
+    return dns["addresses"]
 
-    # ---- upstream policy (the node's own check against the resolved addresses)
+
+def _policy_step(res: dict, addresses: list[str], policy: Any) -> list[str]:
+    """The addresses the pool's upstream policy allows (the node's own check)."""
+    port = res["port"]
     pol = _policy(policy)
     allowed, refused = [], []
-    for a in dns["addresses"]:
+    for a in addresses:
         if check_address(a, port, pol):
             allowed.append(a)
         else:
@@ -320,13 +358,18 @@ async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: s
     res["policy"] = {"restricted": bool(pol and pol.restricted), "allowed": allowed,
                      "refused": refused, "ok": bool(allowed)}
     if not allowed:
-        return fail("policy", "destination_ip_prohibited: " + "; ".join(r["reason"] for r in refused))
+        raise StepFailed("policy", "destination_ip_prohibited: "
+                         + "; ".join(r["reason"] for r in refused))
+    return allowed
 
-    # ---- TCP
-    tcp: dict[str, Any] = {"ok": False, "address": None, "time_ms": None, "error": None, "attempts": []}
+
+async def _tcp_step(res: dict, addresses: list[str], timeout: float) -> socket.socket:
+    """A connection to the first address that answers."""
+    port = res["port"]
+    tcp: dict[str, Any] = {"ok": False, "address": None, "time_ms": None, "error": None,
+                           "attempts": []}
     res["tcp"] = tcp
-    sock = None
-    for a in allowed:
+    for a in addresses:
         shown = f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
         t0 = time.perf_counter()
         try:
@@ -337,83 +380,80 @@ async def probe(url: str, *, timeout: float = 5.0, policy: Any = None, ca_pem: s
             continue
         tcp.update(ok=True, address=shown, time_ms=_ms(t0))
         tcp["attempts"].append({"address": shown, "time_ms": tcp["time_ms"], "error": None})
-        break
-    if sock is None:
-        tcp["error"] = tcp["attempts"][-1]["error"]
-        return fail("tcp", tcp["error"])
+        return sock
+    tcp["error"] = tcp["attempts"][-1]["error"]
+    raise StepFailed("tcp", tcp["error"])
 
-    # ---- TLS
-    reader = writer = None
+
+async def _tls_step(res: dict, sock: socket.socket, sni: str, insecure: bool, ca_pem: str,
+                    timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The TLS handshake on ``sock``; what the server presented, verified or not."""
+    server_name = sni or res["host"]  # an IP address is matched but not sent as SNI
+    tls: dict[str, Any] = {"ok": False, "time_ms": None, "version": None, "cipher": None,
+                           "alpn": None, "sni": sni or (None if res["dns"]["literal"] else
+                                                        res["host"]), "verify": not insecure,
+                           "verified": None, "verify_error": None, "error": None,
+                           "peer": None, "chain": []}
+    res["tls"] = tls
+    t0 = time.perf_counter()
     try:
-        if scheme == "https":
-            server_name = sni or (None if dns["literal"] else host)
-            tls: dict[str, Any] = {"ok": False, "time_ms": None, "version": None, "cipher": None,
-                                   "alpn": None, "sni": server_name, "verify": not insecure,
-                                   "verified": None, "verify_error": None, "error": None,
-                                   "peer": None, "chain": []}
-            res["tls"] = tls
-            t0 = time.perf_counter()
-            try:
-                reader, writer = await _tls(sock, client_context(not insecure, ca_pem),
-                                            server_name, timeout)
-                tls["verified"] = (not insecure) or None
-            except ssl.SSLCertVerificationError as exc:
-                tls["time_ms"] = _ms(t0)
-                tls["verified"] = False
-                tls["verify_error"] = f"certificate verify failed: {exc.verify_message}"
-                # what did it present? a second handshake without verification tells
-                try:
-                    s2 = await _tcp(tcp["address"].rsplit(":", 1)[0].strip("[]"), port, timeout)
-                    r2, w2 = await _tls(s2, client_context(False, ""), server_name, timeout)
-                    so = w2.get_extra_info("ssl_object")
-                    tls["chain"] = _chain(so)
-                    tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"} \
-                        if tls["chain"] else None
-                    tls["version"], tls["cipher"] = so.version(), (so.cipher() or (None,))[0]
-                    w2.close()
-                except Exception:  # noqa: BLE001 - the verification error is the answer
-                    pass
-                return fail("tls", tls["verify_error"])
-            except (asyncio.TimeoutError, TimeoutError):
-                tls["time_ms"] = _ms(t0)
-                tls["error"] = f"TLS handshake timed out after {timeout:g} s"
-                return fail("tls", tls["error"])
-            except ssl.SSLError as exc:
-                tls["time_ms"] = _ms(t0)
-                tls["error"] = f"TLS handshake failed: {exc.reason or exc}"
-                return fail("tls", tls["error"])
-            except (ConnectionError, OSError) as exc:
-                tls["time_ms"] = _ms(t0)
-                tls["error"] = f"connection closed during the TLS handshake (not a TLS server?): {exc}"
-                return fail("tls", tls["error"])
-            tls["time_ms"] = _ms(t0)
-            so = writer.get_extra_info("ssl_object")
-            tls.update(ok=True, version=so.version(), cipher=(so.cipher() or (None,))[0],
-                       alpn=so.selected_alpn_protocol())
-            tls["chain"] = _chain(so)
-            if tls["chain"]:
-                tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"}
-        else:
-            reader, writer = await asyncio.open_connection(sock=sock)
-        if not http:
-            res["ok"] = True
-            res["total_ms"] = _ms(t_start)
-            return res
-        # ---- HTTP
-        hdr = host_header or (host if port == (443 if scheme == "https" else 80) else
-                              (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"))
-        res["http"] = await _http(reader, writer, method.upper(), target, hdr,
-                                  list(headers or []), timeout)
-        if not res["http"]["ok"]:
-            return fail("http", res["http"]["error"])
-        res["ok"] = True
-        res["total_ms"] = _ms(t_start)
-        return res
-    finally:
-        if writer is not None:
-            writer.close()
-        elif sock is not None:
-            sock.close()
+        reader, writer = await _tls(sock, client_context(not insecure, ca_pem), server_name,
+                                    timeout)
+    except ssl.SSLCertVerificationError as exc:
+        tls["time_ms"] = _ms(t0)
+        tls["verified"] = False
+        tls["verify_error"] = f"certificate verify failed: {exc.verify_message}"
+        await _unverified_chain(res, server_name, timeout)
+        raise StepFailed("tls", tls["verify_error"]) from None
+    except (asyncio.TimeoutError, TimeoutError):
+        tls["error"] = f"TLS handshake timed out after {timeout:g} s"
+    except ssl.SSLError as exc:
+        tls["error"] = f"TLS handshake failed: {exc.reason or exc}"
+    except (ConnectionError, OSError) as exc:
+        tls["error"] = f"connection closed during the TLS handshake (not a TLS server?): {exc}"
+    tls["time_ms"] = _ms(t0)
+    if tls["error"]:
+        raise StepFailed("tls", tls["error"])
+    tls["verified"] = (not insecure) or None
+    so = writer.get_extra_info("ssl_object")
+    tls.update(ok=True, version=so.version(), cipher=(so.cipher() or (None,))[0],
+               alpn=so.selected_alpn_protocol())
+    _show_chain(tls, so)
+    return reader, writer
+
+
+async def _unverified_chain(res: dict, server_name: str, timeout: float) -> None:
+    """What did a server that failed verification present? A second handshake without
+    verification tells; if that fails too, the verification error is the answer."""
+    tls = res["tls"]
+    try:
+        sock = await _tcp(res["tcp"]["address"].rsplit(":", 1)[0].strip("[]"), res["port"],
+                          timeout)
+        _, writer = await _tls(sock, client_context(False, ""), server_name, timeout)
+        so = writer.get_extra_info("ssl_object")
+        _show_chain(tls, so)
+        tls["version"], tls["cipher"] = so.version(), (so.cipher() or (None,))[0]
+        writer.close()
+    except Exception:  # noqa: BLE001 - the verification error is the answer
+        pass
+
+
+def _show_chain(tls: dict, so: Any) -> None:
+    tls["chain"] = _chain(so)
+    if tls["chain"]:
+        tls["peer"] = {k: v for k, v in tls["chain"][0].items() if k != "pem"}
+
+
+async def _http_step(res: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     method: str, headers: list, host_header: str, timeout: float) -> None:
+    host, port = res["host"], res["port"]
+    default_port = 443 if res["scheme"] == "https" else 80
+    host_header = host_header or (host if port == default_port else
+                                  (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"))
+    res["http"] = await _http(reader, writer, method.upper(), res["path"], host_header, headers,
+                              timeout)
+    if not res["http"]["ok"]:
+        raise StepFailed("http", res["http"]["error"])
 
 
 # ---------------------------------------------------------------- command line

@@ -11,6 +11,7 @@ Route regexes run on RE2: matching time is linear in the path, whatever the patt
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 import re2
@@ -184,24 +185,32 @@ class Router:
         return None
 
 
-_host_cache: dict[bytes, str] = {}
+# a Host the proxy routes on: a DNS name or an IP literal, then an optional port
+# (no userinfo, path, list or empty value; RFC 9112 3.2 asks for a 400 otherwise)
+VALID_HOST = re.compile(rb"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+_host_cache: dict[bytes, str | None] = {}
 
 
-def normalize_host(raw: bytes) -> str:
-    """Host header -> routing key: lower case, no port, no trailing dot. Cached."""
-    h = _host_cache.get(raw)
-    if h is not None:
-        return h
+def normalize_host(raw: bytes) -> str | None:
+    """Host header -> routing key: lower case, no port, no trailing dot; None when the
+    value is not a host. Cached per value, the refused ones too."""
+    try:
+        return _host_cache[raw]
+    except KeyError:
+        pass
+    host = _routing_key(raw) if VALID_HOST.fullmatch(raw.strip(b" \t")) else None
+    if len(_host_cache) > 4096:
+        _host_cache.clear()
+    _host_cache[raw] = host
+    return host
+
+
+def _routing_key(raw: bytes) -> str:
     s = raw.decode("latin-1").strip().lower()
     if s.startswith("["):  # IPv6 literal
         end = s.find("]")
-        s = s[: end + 1] if end > 0 else s
-    else:
-        colon = s.rfind(":")
-        if colon >= 0:
-            s = s[:colon]
-        s = s.rstrip(".")
-    if len(_host_cache) > 4096:
-        _host_cache.clear()
-    _host_cache[raw] = s
-    return s
+        return s[: end + 1] if end > 0 else s
+    colon = s.rfind(":")
+    if colon >= 0:
+        s = s[:colon]
+    return s.rstrip(".")

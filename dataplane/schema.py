@@ -9,6 +9,8 @@ list of ``SchemaError`` naming the path.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
@@ -39,6 +41,14 @@ PROTECTED_HEADERS = frozenset(
     )
 )
 PROTECTED_PREFIXES = ("x-forwarded-",)
+
+# ACME: tokens and account-key thumbprints are base64url; a TLS-ALPN-01 certificate
+# carries the acmeIdentifier extension (OID 1.3.6.1.5.5.7.1.31, here DER-encoded).
+ACME_BASE64URL = re.compile(r"[A-Za-z0-9_-]{1,256}")
+ACME_IDENTIFIER_OID = bytes.fromhex("06082b0601050507011f")
+PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----")
+PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----")
 
 # Used by controlplane.diagnostics for synthetic request headers; the snapshot's own
 # strings are checked by dataplane.wire.
@@ -169,10 +179,30 @@ class Certificate:
 
 
 @dataclass(frozen=True)
+class Http01Challenge:
+    token: str
+    key_authorization: str  # "<token>.<account key thumbprint>"
+
+
+@dataclass(frozen=True)
+class TlsAlpn01Challenge:
+    host: str
+    certificate_pem: str  # self-signed, with the acmeIdentifier extension
+    private_key_pem: str
+
+
+@dataclass(frozen=True)
+class AcmeChallenges:
+    http01: tuple[Http01Challenge, ...] = ()
+    tls_alpn01: tuple[TlsAlpn01Challenge, ...] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     routes: tuple[Route, ...]
     pools: tuple[Pool, ...]
     certificates: tuple[Certificate, ...] = ()
+    acme_challenges: AcmeChallenges = field(default_factory=AcmeChallenges)
     schema: int = SCHEMA_VERSION
 
 
@@ -524,6 +554,69 @@ def _certificate(r: _Reader, value: Any, path: str) -> Certificate:
     )
 
 
+def _http01(r: _Reader, value: Any, path: str, seen: set) -> Http01Challenge:
+    d = r.obj(value, path)
+    token = r.str(d, "token", path, max_len=256)
+    if isinstance(d.get("token"), str) and ACME_BASE64URL.fullmatch(token) is None:
+        r.fail(f"{path}.token", "must be base64url (A-Z, a-z, 0-9, - and _)")
+    elif token in seen:
+        r.fail(f"{path}.token", "duplicate token")
+    seen.add(token)
+    key_auth = r.str(d, "key_authorization", path, max_len=513)
+    head, dot, thumbprint = key_auth.partition(".")
+    well_formed = head == token and dot and ACME_BASE64URL.fullmatch(thumbprint) is not None
+    if isinstance(d.get("key_authorization"), str) and not well_formed:
+        r.fail(f"{path}.key_authorization",
+               "must be the token, a dot and the base64url account key thumbprint")
+    return Http01Challenge(token, key_auth)
+
+
+def _acme_certificate(r: _Reader, pem: str, path: str) -> None:
+    m = PEM_CERTIFICATE.search(pem)
+    try:
+        der = base64.b64decode("".join(m.group(1).split()), validate=True) if m else b""
+    except (binascii.Error, ValueError):
+        der = b""
+    if not der:
+        r.fail(path, "is not a PEM certificate")
+    elif ACME_IDENTIFIER_OID not in der:
+        r.fail(path, "has no acmeIdentifier extension")
+
+
+def _tls_alpn01(r: _Reader, value: Any, path: str, seen: set) -> TlsAlpn01Challenge:
+    d = r.obj(value, path)
+    host = r.str(d, "host", path, max_len=253)
+    if isinstance(d.get("host"), str):
+        try:
+            host = normalize_host(host)
+        except ValueError as exc:
+            r.fail(f"{path}.host", str(exc))
+        if host.startswith("*."):
+            r.fail(f"{path}.host", "TLS-ALPN-01 cannot validate a wildcard name")
+        elif host in seen:
+            r.fail(f"{path}.host", f"duplicate challenge for {host}")
+        seen.add(host)
+    pem = r.str(d, "certificate_pem", path, max_len=1 << 16)
+    if isinstance(d.get("certificate_pem"), str):
+        _acme_certificate(r, pem, f"{path}.certificate_pem")
+    key = r.str(d, "private_key_pem", path, max_len=1 << 16)
+    if isinstance(d.get("private_key_pem"), str) and PEM_PRIVATE_KEY.search(key) is None:
+        r.fail(f"{path}.private_key_pem", "is not an unencrypted PEM private key")
+    return TlsAlpn01Challenge(host, pem, key)
+
+
+def _acme_challenges(r: _Reader, value: Any, path: str) -> AcmeChallenges:
+    d = r.obj(value if value is not None else {}, path)
+    tokens: set = set()
+    hosts: set = set()
+    return AcmeChallenges(
+        http01=tuple(_http01(r, c, f"{path}.http01[{i}]", tokens)
+                     for i, c in enumerate(r.list(d.get("http01"), f"{path}.http01"))),
+        tls_alpn01=tuple(_tls_alpn01(r, c, f"{path}.tls_alpn01[{i}]", hosts)
+                         for i, c in enumerate(r.list(d.get("tls_alpn01"), f"{path}.tls_alpn01"))),
+    )
+
+
 def _cross_check(r: _Reader, snap: Snapshot) -> None:
     pools = {}
     for i, p in enumerate(snap.pools):
@@ -568,6 +661,7 @@ def parse_snapshot(data: Any) -> Snapshot:
         routes=tuple(_route(r, x, f"routes[{i}]") for i, x in enumerate(r.list(d.get("routes"), "routes"))),
         certificates=tuple(_certificate(r, c, f"certificates[{i}]")
                            for i, c in enumerate(r.list(d.get("certificates"), "certificates"))),
+        acme_challenges=_acme_challenges(r, d.get("acme_challenges"), "acme_challenges"),
     )
     if not r.errors:
         _cross_check(r, snap)
@@ -626,7 +720,7 @@ def decode_push(frame: bytes) -> dict:
 
 # ---------------------------------------------------------------- traffic reports
 #
-# node -> control plane, every STATS_SECONDS while there was traffic (SPEC 3, 8, 9):
+# node -> control plane, every STATS_SECONDS while there was traffic:
 #   {"type": "stats", "interval": float (seconds covered),
 #    "routes": {"<route id>": {"requests": int,
 #                              "by_status": {"2xx": int, ...},          (STATUS_CLASSES)
@@ -765,7 +859,7 @@ def parse_stats(msg: Any) -> StatsReport:
     return StatsReport(float(interval), routes, tuple(ejections))
 
 
-# ---------------------------------------------------------------- diagnostics (SPEC 9)
+# ---------------------------------------------------------------- diagnostics
 #
 # control plane -> node (text frames; every command carries an "id" chosen by the
 # control plane, answers and output carry the same id):

@@ -1,4 +1,4 @@
-"""The data-plane side of config sync (SPEC 3): a WebSocket client to the control plane.
+"""The data-plane side of config sync: a WebSocket client to the control plane.
 
 ``SyncClient.run()`` connects to ``/ws/dataplane/`` with the node token, says hello
 with the version and hash the node runs, heartbeats every ``schema.HEARTBEAT_SECONDS``,
@@ -8,9 +8,10 @@ cache directory, forwards upstream health to the node state, and reconnects with
 jittered exponential backoff (0.5 s up to 30 s) forever, serving the last good config
 meanwhile. No Django here.
 
-The node state is duck-typed (see ``dataplane.applier.NodeState``): attributes
-``version``, ``hash``, ``ready``; ``apply(version, digest, snapshot) -> float`` (ms;
-raises ``schema.SnapshotInvalid``; may also return an awaitable), and
+The node state is duck-typed (``dataplane.applier.NodeState``, or a supervisor's
+``dataplane.workers.Fanout``): attributes ``version``, ``hash``, ``ready``, ``metrics``
+and ``outlier``; ``apply(version, digest, snapshot) -> float`` (ms; raises
+``schema.SnapshotInvalid``; may also return an awaitable), and
 ``set_health({target_id: bool})``.
 
 Traffic reports (``schema.MSG_STATS``): every ``stats_seconds`` (default
@@ -63,10 +64,7 @@ class SyncClient:
         self.backoff_max = backoff_max
         self.ssl = ssl
         self.stats_seconds = stats_seconds
-        if stats_source is None:
-            metrics = getattr(state, "metrics", None)
-            stats_source = getattr(metrics, "delta_report", None) or (lambda: {})
-        self.stats_source = stats_source
+        self.stats_source = stats_source or state.metrics.delta_report
         self._last_report = time.monotonic()
         self._last_ejections: list[dict] = []
         # Observable state, for the admin endpoint and tests.
@@ -79,7 +77,7 @@ class SyncClient:
         self._slot_ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._apply_task: asyncio.Task | None = None
-        # Diagnostics (SPEC 9): a dataplane.diagnostics.NodeDiagnostics set by the node,
+        # Diagnostics: a dataplane.diagnostics.NodeDiagnostics set by the node,
         # fed the diagnostic commands and drained into messages while connected.
         self.diagnostics: Any = None
         self.started = PROCESS_STARTED
@@ -101,7 +99,7 @@ class SyncClient:
             result = self.state.apply(version, digest, snapshot)
             if inspect.isawaitable(result):
                 await result
-        except Exception as exc:  # e.g. a cache written by an older, incompatible node
+        except Exception as exc:  # noqa: BLE001 - e.g. a cache written by an older, incompatible node
             log.error("sync: cannot serve cached v%s: %s", version, exc)
             return False
         log.info("sync: serving cached v%s (%s) until the control plane answers", version, digest[:12])
@@ -124,7 +122,7 @@ class SyncClient:
                             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0))
                     except asyncio.CancelledError:
                         raise
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - whatever the cause, retry later
                         self.stats["connect_failures"] += 1
                         self.last_error = _describe(exc)
                         log.warning("sync: cannot connect to %s: %s", self.url, self.last_error)
@@ -134,7 +132,7 @@ class SyncClient:
                             await self._serve(ws)
                         except asyncio.CancelledError:
                             raise
-                        except Exception as exc:
+                        except Exception as exc:  # noqa: BLE001 - whatever ended it, reconnect
                             self.last_error = _describe(exc)
                             log.warning("sync: connection to %s failed: %s", self.url, self.last_error)
                         finally:
@@ -378,13 +376,9 @@ def current_ejections(state: Any) -> list[dict]:
     """Targets ejected now by passive health, as ``[{"target_id", "until"}]`` with
     ``until`` in epoch seconds. The one place that knows the outlier detector's API
     (``state.outlier.current()``, see dataplane/outlier.py)."""
-    detector = getattr(state, "outlier", None)
-    current = getattr(detector, "current", None)
-    if current is None:
-        return []
     now = time.time()
     out = []
-    for e in current()[:schema.MAX_STATS_EJECTIONS]:
+    for e in state.outlier.current()[:schema.MAX_STATS_EJECTIONS]:
         try:
             out.append({"target_id": int(e["target"]),
                         "until": round(now + max(0.0, float(e["remaining_seconds"])), 1)})

@@ -4,7 +4,9 @@ Everything here runs at apply time. ``CertTable`` is part of the immutable ``Tab
 the listener context's ``sni_callback`` reads ``state.tables.certs`` on each handshake,
 so a config apply swaps certificates for new connections while established ones keep
 the context they negotiated. Contexts are cached by content across applies, so an
-apply only loads certificates that changed.
+apply only loads certificates that changed. A host's TLS-ALPN-01 challenge certificate
+(``tables.acme.tls_alpn01``) is chosen by the same callback, only for a handshake whose
+ClientHello offers acme-tls/1 (``HelloReader``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import tempfile
 from typing import Any, Iterable
 
+from dataplane import acme
 from dataplane.accesslog import NO_TLS as NO_TLS_LOG
 
 # Mozilla "intermediate" (TLS 1.2 part; TLS 1.3 suites are OpenSSL's defaults, which match).
@@ -112,6 +115,19 @@ def server_context(cert_pem: str, key_pem: str) -> ServerContext:
     data = (cert_pem.strip() + "\n" + key_pem.strip() + "\n").encode()
     _with_file(data, lambda path: ctx.load_cert_chain(path, password=_no_password))
     return ctx
+
+
+def challenge_context(cert_pem: str, key_pem: str) -> ServerContext:
+    """The context of a TLS-ALPN-01 challenge: its certificate, ALPN acme-tls/1 only."""
+    ctx = server_context(cert_pem, key_pem)
+    ctx.set_alpn_protocols([acme.ACME_TLS_ALPN])
+    return ctx
+
+
+def check_certificate(cert_pem: str) -> bool:
+    """True when ``cert_pem`` holds certificates OpenSSL loads; raises ssl.SSLError."""
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=cert_pem)
+    return True
 
 
 UNSERVED = object()  # the owner of a name that no route serves
@@ -212,6 +228,7 @@ class TLSCache:
     def __init__(self) -> None:
         self.server: dict[str, ServerContext] = {}
         self.client: dict[tuple, ssl.SSLContext] = {}
+        self.challenge: dict[tuple, ServerContext] = {}
 
     def build_certs(self, certs: Iterable[Any], routes: Iterable[Any],
                     default_name: str = "") -> CertTable:
@@ -253,6 +270,13 @@ class TLSCache:
             print(f"switchyard: certificate {name!r} not loaded: {msg}", file=sys.stderr)
         return CertTable(entries, routes, default, tuple(errors))
 
+    def challenge_context(self, cert_pem: str, key_pem: str, used: dict) -> ServerContext:
+        """The (cached) context of one TLS-ALPN-01 challenge, recorded in ``used``."""
+        key = (cert_pem, key_pem)
+        ctx = used.get(key) or self.challenge.get(key) or challenge_context(cert_pem, key_pem)
+        used[key] = ctx
+        return ctx
+
     def client_context(self, verify: bool, ca_pem: str) -> ssl.SSLContext:
         key = (verify, ca_pem)
         ctx = self.client.get(key)
@@ -280,19 +304,76 @@ def client_context(verify: bool, ca_pem: str) -> ssl.SSLContext:
     return ctx
 
 
+class HelloReader(ssl.SSLObject):
+    """A listener connection that reads the ClientHello's ALPN offer before OpenSSL
+    does: the SNI callback, where the certificate is chosen, cannot see that offer, and
+    a TLS-ALPN-01 certificate may only go to a handshake that offers acme-tls/1.
+
+    ``hello_bio`` is the connection's incoming BIO while challenges are pending and the
+    ClientHello is not complete. Until the ClientHello is complete OpenSSL consumes
+    every byte it is given, so the bytes pending at each handshake step are new: they
+    are read, kept, and written back unchanged for OpenSSL."""
+
+    hello_bio: ssl.MemoryBIO | None = None
+    hello = b""
+    acme_offered = False
+
+    def do_handshake(self) -> None:
+        if self.hello_bio is not None:
+            self._read_hello(self.hello_bio)
+        super().do_handshake()
+
+    def _read_hello(self, bio: ssl.MemoryBIO) -> None:
+        data = bio.read()
+        if data:
+            try:
+                bio.write(data)
+            except ssl.SSLError:  # the client already ended its side: the handshake fails
+                self.hello_bio = None
+                return
+            self.hello += data
+        offered = acme.offers_acme_tls(self.hello)
+        if offered is not None:
+            self.acme_offered = offered
+            self.hello_bio = None
+            self.hello = b""
+
+
+class ListenerContext(ssl.SSLContext):
+    """The HTTPS listener's context: connections are ``HelloReader``s, reading the
+    ClientHello only while the current tables hold TLS-ALPN-01 challenges."""
+
+    sslobject_class = HelloReader
+    state: Any = None
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | None = None, session: Any = None) -> HelloReader:
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if self.state.tables.acme.tls_alpn01:
+            obj.hello_bio = incoming
+        return obj
+
+
 def listener_context(state: Any) -> ssl.SSLContext:
     """The HTTPS listener's context: it holds no certificate itself; the SNI callback
-    switches each handshake to the certificate the current tables choose."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    switches each handshake to the certificate the current tables choose, or to a
+    host's TLS-ALPN-01 challenge certificate when the handshake offers acme-tls/1."""
+    ctx = ListenerContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.state = state
     harden(ctx)
 
     def sni_callback(sslobj: Any, server_name: str | None, _ctx: Any) -> int | None:
         name = server_name.lower().rstrip(".") if server_name else None
-        entry = state.tables.certs.lookup(name)
         try:
             setattr(sslobj, SNI_ATTR, name)
         except AttributeError:
             pass
+        if getattr(sslobj, "acme_offered", False):
+            challenge = state.tables.acme.tls_alpn01.get(name)
+            if challenge is not None:
+                sslobj.context = challenge
+                return None
+        entry = state.tables.certs.lookup(name)
         if entry is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslobj.context = entry.context
@@ -303,11 +384,15 @@ def listener_context(state: Any) -> ssl.SSLContext:
 
 
 def connection_info(transport: Any) -> tuple[CertEntry | None, str]:
-    """After the handshake: the certificate chosen and the access-log fragment."""
+    """After the handshake: the certificate chosen and the access-log fragment.
+    A TLS-ALPN-01 validation handshake (acme-tls/1 negotiated) carries no application
+    data: its connection is closed here."""
     from json.encoder import encode_basestring as q
     sslobj = transport.get_extra_info("ssl_object")
     if sslobj is None:
         return None, NO_TLS_LOG
+    if sslobj.selected_alpn_protocol() == acme.ACME_TLS_ALPN:
+        transport.close()
     entry = getattr(sslobj.context, "entry", None)
     version = sslobj.version()
     sni = getattr(sslobj, SNI_ATTR, None)

@@ -70,7 +70,7 @@ def _endpoint(text: str) -> tuple[str, int] | None:
 
 class ReservedEndpoints:
     """Addresses no restricted (tenant) pool may reach, whatever its allowed_networks
-    (SPEC 7: the proxy and the control plane are never targets). A listener on a
+    (the proxy and the control plane are never targets). A listener on a
     wildcard address (0.0.0.0, ::) reserves its port on every address of this host."""
 
     def __init__(self) -> None:

@@ -122,10 +122,13 @@ class _Side(asyncio.Protocol):
 
 
 class Tunnel:
-    __slots__ = ("ex", "conn", "client", "upstream", "last", "idle", "timer", "closed")
+    """Relays bytes between a client connection and an upstream connection after a 101.
+    The client connection hands itself over by calling ``start``."""
+
+    __slots__ = ("ex", "conn", "client", "upstream", "up_rest", "last", "idle", "timer",
+                 "closed")
 
     def __init__(self, ex: Any, upstream_conn: Any, rest: bytes):
-        from dataplane.forwarder import P_UPSTREAM
         conn = ex.conn
         server = conn.server
         self.ex = ex
@@ -134,6 +137,7 @@ class Tunnel:
         self.timer = None
         self.last = monotonic()
         self.idle = server.ws_idle_timeout
+        self.up_rest = rest  # upstream bytes read after the 101
         # the upstream connection is never pooled again
         upstream_conn.closed = True
         upstream_conn.exchange = None
@@ -142,28 +146,29 @@ class Tunnel:
         up = self.upstream = _Side(self, upstream_conn.transport, None)
         client.peer = up
         up.peer = client
-        # flow control carries over: a full write buffer keeps the other side paused
-        client.write_paused = conn.write_paused
-        up.write_paused = bool(conn.paused & P_UPSTREAM)
-        conn.paused = 0
-        conn.transport.set_protocol(client)
-        upstream_conn.transport.set_protocol(up)
+
+    def start(self, client_full: bool, upstream_full: bool) -> None:
+        """Take both transports over. Flow control carries over: ``client_full`` /
+        ``upstream_full`` say whose write buffer is full, which keeps the other paused."""
+        client, up = self.client, self.upstream
+        client.write_paused = client_full
+        up.write_paused = upstream_full
+        client.transport.set_protocol(client)
+        up.transport.set_protocol(up)
+        ex = self.ex
         if ex.early:
             early, ex.early = ex.early, b""
             client.data_received(early)
+        rest, self.up_rest = self.up_rest, b""
         if rest and not self.closed:
             up.data_received(rest)
         if self.closed:
             return
-        if up.write_paused:
-            conn.transport.pause_reading()
-        else:
-            conn.transport.resume_reading()
-        if client.write_paused:
-            upstream_conn.transport.pause_reading()
-        else:
-            upstream_conn.transport.resume_reading()
-        ex.up_paused = False
+        for side in (client, up):  # a side reads while its peer can take more
+            if side.peer.write_paused:
+                side.transport.pause_reading()
+            else:
+                side.transport.resume_reading()
         self.timer = asyncio.get_running_loop().call_later(self.idle, self.on_timer)
 
     def on_timer(self) -> None:

@@ -8,7 +8,8 @@
   listener, and ``--snapshot`` reloads on SIGHUP.
 - Each **worker** binds its own ``SO_REUSEPORT`` socket on the same addresses (the kernel
   spreads connections over them), runs the data plane on uvloop when installed, and
-  applies what the supervisor sends over a unix socketpair.
+  applies what the supervisor sends over a unix socketpair. It is told the supervisor's
+  admin address and control plane only so that tenant pools never reach them.
 - A config push is validated by the supervisor (the same ``NodeState.apply`` as a
   single-process node), then sent to every worker; the ACK goes out only when every
   worker has applied it, so the dashboard's applied version is true of every process.
@@ -32,6 +33,9 @@ import sys
 from typing import Any, Sequence
 
 from dataplane import schema
+from dataplane.diagnostics import DRAIN_SECONDS as DIAG_SECONDS, HUB
+from dataplane.metrics import RouteStats
+from dataplane.runtime import DRAIN_SECONDS, NodeOptions, Runtime, bind_reuseport, say
 
 FRAME = struct.Struct("!I")
 STATS_SECONDS = 1.0
@@ -55,11 +59,11 @@ def collect_stats(state: Any) -> dict:
     routes = []
     for s in list(m.routes.values()):
         routes.append({
-            "name": s.name, "route_id": getattr(s, "route_id", None),
+            "name": s.name, "route_id": s.route_id,
             "requests": [[cls, ps, n] for (cls, ps), n in s.requests.items()],
             "duration": [s.duration.counts, s.duration.sum],
             "upstream": [s.upstream.counts, s.upstream.sum],
-            "bytes_in": getattr(s, "bytes_in", 0), "bytes_out": getattr(s, "bytes_out", 0),
+            "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
         })
     return {"pid": os.getpid(), "routes": routes, "active": m.active_connections,
             "health": [list(row) for row in m.target_health()],
@@ -105,16 +109,14 @@ class WorkerLink:
             await send_msg(self.writer, {"type": "stats", "id": msg.get("id"),
                                          "stats": collect_stats(self.state)})
         elif kind == "diag.cmd":  # tail / capture commands relayed by the supervisor
-            from dataplane.diagnostics import HUB
             HUB.command(msg.get("msg") or {})
             if self._diag_task is None:
                 self._diag_task = asyncio.ensure_future(self.diag_loop())
 
     async def diag_loop(self) -> None:
         """Send this worker's tail lines and capture records to the supervisor."""
-        from dataplane.diagnostics import DRAIN_SECONDS, HUB
         while True:
-            await asyncio.sleep(DRAIN_SECONDS)
+            await asyncio.sleep(DIAG_SECONDS)
             out = HUB.drain()
             if out:
                 try:
@@ -124,13 +126,6 @@ class WorkerLink:
 
 
 # ---------------------------------------------------------------- supervisor side
-
-def _new_route_stats(name: str, route_id: Any) -> Any:
-    from dataplane.metrics import RouteStats
-    try:
-        return RouteStats(name, route_id)
-    except TypeError:  # an older RouteStats without route ids
-        return RouteStats(name)
 
 class Worker:
     def __init__(self, index: int):
@@ -201,43 +196,35 @@ def pin_worker(pid: int, index: int) -> None:
         print(f"switchyard: cannot pin worker {pid}: {exc}", file=sys.stderr)
 
 
-class Supervisor:
-    def __init__(self, opts: Any, argv: Sequence[str]):
-        from dataplane.applier import NodeState
-        self.opts = opts
+class Supervisor(Runtime):
+    def __init__(self, opts: NodeOptions, argv: Sequence[str]):
+        super().__init__(opts)
         self.argv = list(argv)
-        self.state = NodeState(node_name=opts.name,
-                               default_certificate=getattr(opts, "default_certificate", ""))
         self.fanout = Fanout(self)
+        self.config = self.fanout
         self.current_config: dict = {"type": "none"}
         self.health: dict[str, bool] = {}
         self.workers: list[Worker] = []
-        self.stopping = asyncio.Event()
         self.reserved: list[socket.socket] = []
+        self.http = self.https = self.admin = ""
         self.seq = 0
-        self.sync = None
-        self.admin_runner = None
         self.lock = asyncio.Lock()
 
     # ---- ports
-    def reserve(self, addr: str) -> str:
-        from dataplane.node import split_addr
-        host, port = split_addr(addr)
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((host, port))  # bound, never listening: it receives no connections
-        self.reserved.append(s)
-        port = s.getsockname()[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    def reserve_port(self, addr: str) -> str:
+        """Bind ``addr`` without listening (no connection ever queues here), so port 0
+        becomes one concrete port the workers bind too."""
+        sock, bound = bind_reuseport(addr)
+        self.reserved.append(sock)
+        return bound
 
     # ---- workers
     async def spawn(self, index: int) -> Worker:
         w = Worker(index)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         args = [sys.executable, "-m", "dataplane", *self.argv,
-                "--http", self.http, "--https", self.https, "--workers", "1",
-                "--worker-fd", str(child.fileno()), "--control-plane", "", "--snapshot", ""]
+                "--http", self.http, "--https", self.https, "--admin", self.admin,
+                "--workers", "1", "--worker-fd", str(child.fileno()), "--snapshot", ""]
         w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(child.fileno(),))
         child.close()
         if self.opts.worker_cpu_affinity == "auto":
@@ -258,9 +245,8 @@ class Supervisor:
                     if not w.ready.done():
                         w.ready.set_result(msg)
                 elif kind == "diag.out":
-                    diag = getattr(self.sync, "diagnostics", None)
-                    if diag is not None:
-                        diag.ingest(msg.get("messages"))
+                    if self.sync is not None:
+                        self.sync.diagnostics.ingest(msg.get("messages"))
                 elif kind in ("applied", "stats"):
                     fut = w.pending.pop(msg.get("id"), None)
                     if fut is not None and not fut.done():
@@ -299,9 +285,16 @@ class Supervisor:
             raise schema.SnapshotInvalid(errors)
         return ms
 
+    def applied_where(self) -> str:
+        return f" on {len(self.workers)} workers" if self.workers else ""
+
     def broadcast(self, msg: dict) -> None:
         for w in self.workers:
             asyncio.ensure_future(self._send_quiet(w, msg))
+
+    def relay_diagnostics(self, command: dict) -> None:
+        """Tails and captures run where the traffic is: in every worker."""
+        self.broadcast({"type": "diag.cmd", "msg": command})
 
     @staticmethod
     async def _send_quiet(w: Worker, msg: dict) -> None:
@@ -315,14 +308,13 @@ class Supervisor:
         code = await w.proc.wait()
         if self.stopping.is_set():
             return
-        print(f"switchyard: worker {w.pid} exited with {code}; restarting", file=sys.stderr,
-              flush=True)
+        say(f"worker {w.pid} exited with {code}; restarting")
         new = await self.spawn(w.index)
         self.workers[w.index] = new
         try:
             await asyncio.wait_for(asyncio.shield(new.ready), 30)
-        except Exception as exc:
-            print(f"switchyard: restarted worker failed: {exc}", file=sys.stderr, flush=True)
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            say(f"restarted worker failed: {exc}")
         asyncio.ensure_future(self.watch(new))
 
     # ---- metrics
@@ -332,43 +324,26 @@ class Supervisor:
             for w in list(self.workers):
                 try:
                     w.stats = (await self.request(w, {"type": "stats"}, 5.0))["stats"]
-                except Exception:
+                except Exception:  # noqa: BLE001 - a worker that cannot answer counts as none
                     w.stats = None
             self.merge_stats()
 
     def merge_stats(self) -> None:
         m = self.state.metrics
         routes: dict = {}
-        active = 0
         health: dict[tuple[str, str], bool] = {}
-        for w in self.workers:
-            st = w.stats
+        for st in (w.stats for w in self.workers):
             if not st:
                 continue
-            active += st["active"]
             for r in st["routes"]:
-                name, rid = r["name"], r["route_id"]
-                key = name if rid is None else (rid, name)
-                rs = routes.get(key)
-                if rs is None:
-                    rs = routes[key] = _new_route_stats(name, rid)
-                if hasattr(rs, "bytes_in"):
-                    rs.bytes_in += r["bytes_in"]
-                    rs.bytes_out += r["bytes_out"]
-                for cls, ps, n in r["requests"]:
-                    rs.requests[(cls, ps)] = rs.requests.get((cls, ps), 0) + n
-                for hist, (counts, total) in ((rs.duration, r["duration"]),
-                                              (rs.upstream, r["upstream"])):
-                    hist.counts = [a + b for a, b in zip(hist.counts, counts)]
-                    hist.sum += total
+                _add_route_stats(routes, r)
             for pool, target, ok in st["health"]:
                 health[(pool, target)] = health.get((pool, target), True) and bool(ok)
         if routes:  # cumulative per worker: the sums replace the previous sums
             m.routes.clear()
             m.routes.update(routes)
-        m.active_connections = active
-        rows = [(p, t, ok) for (p, t), ok in health.items()]
-        m.target_health = lambda: rows
+        m.active_connections = sum(w.stats["active"] for w in self.workers if w.stats)
+        m.report_health([(p, t, ok) for (p, t), ok in health.items()])
 
     def ejections(self) -> list[dict]:
         """Targets ejected by any worker (the longest remaining ejection per target)."""
@@ -384,76 +359,21 @@ class Supervisor:
         return self.ejections()
 
     # ---- lifecycle
-    def load_initial(self) -> None:
-        from dataplane import cache
-        from dataplane.node import load_snapshot_file
-        opts = self.opts
-        try:
-            if opts.snapshot:
-                loaded = load_snapshot_file(opts.snapshot)
-            else:
-                loaded = cache.load(opts.cache_dir)
-            if loaded is not None:
-                version, digest, snap = loaded
-                self.state.apply(version, digest, snap)
-                self.current_config = {"type": "apply", "version": version, "hash": digest,
-                                "snapshot": snap}
-        except (OSError, ValueError, schema.SnapshotInvalid) as exc:
-            print(f"switchyard: initial snapshot rejected: {exc}", file=sys.stderr)
-
-    async def reload_snapshot(self) -> None:
-        from dataplane.node import load_snapshot_file
-        try:
-            version, digest, snap = load_snapshot_file(self.opts.snapshot)
-            ms = await self.fanout.apply(version, digest, snap)
-            print(f"switchyard: applied {self.opts.snapshot} version {version} on "
-                  f"{len(self.workers)} workers in {ms:.1f} ms", file=sys.stderr, flush=True)
-        except (OSError, ValueError, schema.SnapshotInvalid) as exc:
-            print(f"switchyard: snapshot {self.opts.snapshot} rejected: {exc}", file=sys.stderr,
-                  flush=True)
-
     async def run(self) -> int:
-        from dataplane import admin
-        from dataplane.node import split_addr
-        loop = asyncio.get_running_loop()
-        opts = self.opts
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        self.http = self.reserve(opts.http)
-        self.https = self.reserve(opts.https) if opts.https and opts.https != "off" else "off"
-        self.load_initial()
-        self.workers = [await self.spawn(i) for i in range(opts.workers)]
-        try:
-            infos = await asyncio.wait_for(asyncio.gather(*(w.ready for w in self.workers)), 60)
-        except Exception as exc:
-            print(f"switchyard: workers failed to start: {exc}", file=sys.stderr, flush=True)
+        self.handle_signals()
+        self.http = self.reserve_port(self.opts.http)
+        self.https = self.reserve_port(self.opts.https) if self.opts.https_enabled else ""
+        await self.load_initial()
+        self.admin = await self.start_admin()  # first: workers reserve its address too
+        pids = await self.start_workers()
+        if pids is None:
             await self.stop()
             return 1
         watchers = [asyncio.ensure_future(self.watch(w)) for w in self.workers]
-        ahost, aport = split_addr(opts.admin)
-        self.admin_runner, aport = await admin.start(self.state, ahost, aport)
-        pids = ",".join(str(i["pid"]) for i in infos)
-        https_note = f"https={self.https}" if self.https != "off" else "https off"
-        print(f"switchyard: node {opts.name} listening http={self.http} admin={ahost}:{aport}"
-              f" {https_note} workers={opts.workers} pids={pids}", file=sys.stderr, flush=True)
-        from dataplane.upstream import RESERVED  # probes run here: the same listeners (SPEC 7)
-        RESERVED.reserve([self.http, f"{ahost}:{aport}", opts.control_plane, self.https])
-        if not opts.snapshot and opts.control_plane:
-            from dataplane.sync import SyncClient
-            from dataplane.diagnostics import NodeDiagnostics
-            self.sync = SyncClient(url=opts.control_plane, token=opts.token, state=self.fanout,
-                                   cache_dir=opts.cache_dir, node_name=opts.name,
-                                   workers=opts.workers,
-                                   stats_seconds=getattr(opts, "stats_seconds",
-                                                         schema.STATS_SECONDS))
-            self.sync.diagnostics = NodeDiagnostics(
-                self.sync.send_diagnostic, node_name=opts.name,
-                listeners={"http": self.http, "https": "" if self.https == "off" else self.https},
-                relay=lambda m: self.broadcast({"type": "diag.cmd", "msg": m}))
-            self._sync_task = asyncio.ensure_future(self.sync.run())
-        if opts.snapshot:
-            loop.add_signal_handler(signal.SIGHUP,
-                                    lambda: asyncio.ensure_future(self.reload_snapshot()))
+        self.announce(self.http, self.https, self.admin,
+                      f" workers={self.opts.workers} pids={pids}")
+        self.reserve(self.http, self.https, self.admin)
+        self.start_sync({"http": self.http, "https": self.https}, self.relay_diagnostics)
         stats = asyncio.ensure_future(self.poll_stats())
         await self.stopping.wait()
         stats.cancel()
@@ -462,13 +382,20 @@ class Supervisor:
         await self.stop()
         return 0
 
+    async def start_workers(self) -> str | None:
+        """Start the workers and wait until each serves; their pids, or None on failure."""
+        self.workers = [await self.spawn(i) for i in range(self.opts.workers)]
+        try:
+            infos = await asyncio.wait_for(asyncio.gather(*(w.ready for w in self.workers)), 60)
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            say(f"workers failed to start: {exc}")
+            return None
+        return ",".join(str(i["pid"]) for i in infos)
+
     async def stop(self) -> None:
         """SIGTERM every worker (each stops accepting and drains), wait, then clean up."""
-        from dataplane.node import DRAIN_SECONDS
         self.stopping.set()
-        if self.sync is not None:
-            await self.sync.close()
-            self._sync_task.cancel()
+        await self.stop_sync()
         for w in self.workers:
             if w.proc is not None and w.proc.returncode is None:
                 w.proc.send_signal(signal.SIGTERM)
@@ -482,7 +409,22 @@ class Supervisor:
         for w in self.workers:
             if w.writer is not None:
                 w.writer.close()
-        if self.admin_runner is not None:
-            await self.admin_runner.cleanup()
+        await self.stop_admin()
         for s in self.reserved:
             s.close()
+
+
+def _add_route_stats(routes: dict, r: dict) -> None:
+    """Add one worker's counters of a route (``collect_stats``) to ``routes``."""
+    name, rid = r["name"], r["route_id"]
+    key = name if rid is None else (rid, name)
+    rs = routes.get(key)
+    if rs is None:
+        rs = routes[key] = RouteStats(name, rid)
+    rs.bytes_in += r["bytes_in"]
+    rs.bytes_out += r["bytes_out"]
+    for cls, ps, n in r["requests"]:
+        rs.requests[(cls, ps)] = rs.requests.get((cls, ps), 0) + n
+    for hist, (counts, total) in ((rs.duration, r["duration"]), (rs.upstream, r["upstream"])):
+        hist.counts = [a + b for a, b in zip(hist.counts, counts)]
+        hist.sum += total

@@ -50,7 +50,7 @@ def _redis_problem() -> str | None:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         return f"Redis is not reachable at {REDIS_URL}: {exc}"
     return None
 
@@ -90,7 +90,8 @@ def require_services(*names: str) -> None:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "chromium: needs Debian's chromium (skipped without it unless REQUIRE_SERVICES=1)")
+    config.addinivalue_line(
+        "markers", "chromium: needs Debian's chromium (skipped without it unless REQUIRE_SERVICES=1)")
 
 
 def pytest_runtest_setup(item):

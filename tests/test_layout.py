@@ -1,4 +1,4 @@
-"""Boundaries of the layout (ARCHITECTURE.md): the data plane never imports Django or the control plane."""
+"""Boundaries of the layout: the data plane never imports Django or the control plane."""
 import ast
 import subprocess
 import sys

@@ -1,4 +1,8 @@
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from controlplane.alerts.validation import email_problems, url_problems
+from controlplane.crypto import decrypt, encrypt
 
 
 class AlertChannel(models.Model):
@@ -21,23 +25,33 @@ class AlertChannel(models.Model):
     def __str__(self):
         return self.name
 
-    # The webhook secret is write-only and encrypted at rest (SPEC 7).
+    # The webhook secret is write-only and encrypted at rest.
     @property
     def secret(self) -> str:
         if not self.secret_encrypted:
             return ""
-        from controlplane.certs.crypto import decrypt
         return decrypt(self.secret_encrypted)
 
     @secret.setter
     def secret(self, plaintext: str) -> None:
-        from controlplane.certs.crypto import encrypt
         self.secret_encrypted = encrypt(plaintext) if plaintext else ""
 
+    def problems(self) -> dict[str, list[str]]:
+        """What is wrong with the channel's settings, by field name; empty when it is valid."""
+        problems: dict[str, list[str]] = {}
+        if not (self.name or "").strip():
+            problems["name"] = ["is required"]
+        if self.kind == self.EMAIL:
+            found = {"emails": email_problems(self.emails)}
+        elif self.kind == self.WEBHOOK:
+            found = {"url": url_problems(self.url, self.tenant)}
+        else:
+            found = {"kind": [f"must be {self.EMAIL} or {self.WEBHOOK}"]}
+        problems.update({field: messages for field, messages in found.items() if messages})
+        return problems
+
     def clean(self):
-        from controlplane.alerts.services import channel_problems
-        from django.core.exceptions import ValidationError
-        problems = channel_problems(self)
+        problems = self.problems()
         if problems:
             raise ValidationError(problems)
 

@@ -10,7 +10,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from controlplane.alerts import services
+from controlplane.alerts.delivery import DeliveryError, send
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ def deliver(alert_id: int, channel_id: int, attempt: int = 1) -> str:
                                        status=Delivery.PENDING)
     code, error = None, ""
     try:
-        code = services.send(alert, channel)
-    except services.DeliveryError as exc:
+        code = send(alert, channel)
+    except DeliveryError as exc:
         code, error = exc.response_code, str(exc)
-    except Exception as exc:  # SMTP errors, TLS errors, anything: record and retry
+    except Exception as exc:  # noqa: BLE001 - SMTP errors, TLS errors, anything: record and retry
         error = f"{type(exc).__name__}: {exc}"
     status = Delivery.FAILED if error else Delivery.SENT
     Delivery.objects.filter(pk=delivery.pk).update(status=status, response_code=code, error=error[:2000])

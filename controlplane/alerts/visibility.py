@@ -1,4 +1,4 @@
-"""What of an alert a principal sees (SPEC 7), for the API and the dashboard alike.
+"""What of an alert a principal sees, for the API and the dashboard alike.
 
 A tenant's alert is also delivered to the platform's channels; those deliveries
 (channel names, errors naming the platform's webhook hosts) are the platform's

@@ -13,10 +13,13 @@ from django.db import models
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
+from controlplane.acme import services as acme_services
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
 from controlplane.audit.models import AuditEntry
 from controlplane.proxy.models import Certificate, Pool, Route, Target
+from controlplane.publishing import quarantined
 from controlplane.publishing.models import ConfigVersion, Node
+from controlplane.telemetry import queries
 from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
 
 from .permissions import principal_for
@@ -172,7 +175,6 @@ def _current_ejections(context: dict) -> dict:
     per serializer tree (the context dict is shared by the nested serializers)."""
     cached = context.get("_ejections")
     if cached is None:
-        from controlplane.telemetry import queries
         cached = {}
         for row in queries.ejections():
             cached.setdefault(row["target_id"], []).append(row)
@@ -235,7 +237,7 @@ class HealthCheckSerializer(serializers.Serializer):
 
 
 class QuarantineSerializer(serializers.Serializer):
-    """What keeps an object out of the config: a node rejected it (SPEC 7)."""
+    """What keeps an object out of the config: a node rejected it."""
     kind = StrictCharField(help_text="What the node rejected: this object, or the pool or certificate this route "
                                      "needs (route, pool, certificate).")
     id = StrictIntegerField(source="object_id")
@@ -256,11 +258,9 @@ class QuarantineField(serializers.Field):
             "Null, or the node's rejection that keeps this object out of the config until it is saved again."))
 
     def to_representation(self, obj):
-        from controlplane.publishing import quarantine
-
         if "quarantines" not in self.context:  # once per response, not per object of a list
-            self.context["quarantines"] = quarantine.in_force()
-        kept_out = quarantine.keeping_out(obj, self.context["quarantines"])
+            self.context["quarantines"] = quarantined.in_force()
+        kept_out = quarantined.keeping_out(obj, self.context["quarantines"])
         return QuarantineSerializer(kept_out).data if kept_out is not None else None
 
 
@@ -296,6 +296,31 @@ class HeaderRulesSerializer(serializers.Serializer):
                                    help_text="Header names to remove.")
 
 
+class AcmeStatusSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["pending", "valid", "failed"], help_text=(
+        "pending: not issued yet (waiting for a worker or being validated); valid: issued and attached; "
+        "failed: the last attempt failed (see error, next_retry)."))
+    names = serializers.ListField(child=serializers.CharField(), help_text="The names ordered.")
+    error = serializers.CharField(allow_null=True, help_text="What the CA (or the control plane) said.")
+    next_retry = serializers.DateTimeField(allow_null=True, help_text="When a failed order is tried again.")
+    renew_at = serializers.DateTimeField(allow_null=True, help_text="When the issued certificate is renewed.")
+    certificate = serializers.IntegerField(allow_null=True, help_text="Id of the issued certificate.")
+    in_progress = serializers.BooleanField(help_text="A worker is working on the order right now.")
+
+
+@extend_schema_field(AcmeStatusSerializer(allow_null=True))
+class AcmeStatusField(serializers.Field):
+    """Read-only: the route's ACME order as it really stands, or null when it asks for none."""
+
+    def __init__(self):
+        super().__init__(source="*", read_only=True, help_text=(
+            "Null, or the state of the route's automatic certificate order."))
+
+    def to_representation(self, obj):
+        order = acme_services.status(obj)
+        return AcmeStatusSerializer(order).data if order is not None else None
+
+
 class RouteSerializer(ServiceModelSerializer):
     tenant = tenant_field()
     hosts = serializers.ListField(child=StrictCharField(max_length=253), min_length=1,
@@ -312,14 +337,20 @@ class RouteSerializer(ServiceModelSerializer):
     priority = StrictIntegerField(min_value=-(2 ** 31), max_value=2 ** 31 - 1, required=False)
     max_body_size = StrictIntegerField(min_value=0, max_value=MAX_ID, required=False)
     hsts_max_age = StrictIntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
+    acme = serializers.BooleanField(required=False, help_text=(
+        "Obtain a certificate for the hosts automatically: the control plane orders it from the "
+        "operator's ACME CA (HTTP-01, answered by the nodes), attaches it to the route when issued "
+        "and renews it. Refused when the installation has no ACME CA configured, and for wildcard hosts. "
+        "acme_status says how the order stands."))
+    acme_status = AcmeStatusField()
     quarantine = QuarantineField()
 
     class Meta:
         model = Route
         fields = ["id", "tenant", "name", "hosts", "path", "path_type", "methods", "headers", "priority", "pool",
                   "strip_prefix", "preserve_host", "request_headers", "response_headers", "websocket",
-                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme", "enabled",
-                  "quarantine", "created", "updated"]
+                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme", "acme_status",
+                  "enabled", "quarantine", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
 
 

@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from . import config, views
 
 router = DefaultRouter()
 router.register("tenants", views.TenantViewSet, basename="tenant")
@@ -26,7 +26,9 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
-    path("diagnostics/", include("controlplane.diagnostics.urls")),  # SPEC 9
+    path("diagnostics/", include("controlplane.diagnostics.urls")),  # troubleshooting steps
+    path("config/export", config.ConfigExportView.as_view(), name="config-export"),
+    path("config/apply", config.ConfigApplyView.as_view(), name="config-apply"),
     path("", include(router.urls)),
     re_path(r"", lambda request, *args, **kwargs: JsonResponse({"detail": "Not found."}, status=404)),
 ]

@@ -1,4 +1,4 @@
-"""REST API viewsets (SPEC 2 "REST API"): shape in, services called, shape out.
+"""REST API viewsets: shape in, services called, shape out.
 
 Every viewset reads through ``permissions.scope_queryset`` (another tenant's object
 by id is a 404; lists hold only one's own tenants' objects), checks the role of a

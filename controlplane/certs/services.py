@@ -1,4 +1,4 @@
-"""Uploading and replacing certificates (SPEC 6).
+"""Uploading and replacing certificates.
 
 A thin layer over ``controlplane.proxy.services.create_certificate`` /
 ``update_certificate`` (validate → store → publish → audit, atomically) that adds
@@ -17,7 +17,7 @@ match, chain order and trust, expiry, RSA size, the hosts of the routes that use
 certificate, the tenant's quota). Errors raise ``ValidationError`` keyed by
 ``certificate_pem`` / ``private_key_pem`` (or ``name``, ``tenant``); warnings and
 ``chain_status`` are stored on the certificate; the key is stored encrypted
-(``controlplane.certs.crypto``) and never returned.
+(``controlplane.crypto``) and never returned.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from controlplane.proxy import services as proxy_services
 from controlplane.proxy.models import Certificate
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,8 @@ def upload_certificate(actor, *, tenant=None, name: str, certificate_pem: str, p
                        ca_bundle_pem: str = "", note: str = "") -> Certificate:
     """Check and store a new certificate, publish, audit; returns it. Raises ValidationError.
     ``actor``: a ``controlplane.audit.services.Actor`` (None: the system)."""
-    from controlplane.proxy import services
-
     key = _require_key(private_key_pem)
-    return services.create_certificate(
+    return proxy_services.create_certificate(
         actor, tenant=tenant, name=(name or "").strip(), certificate_pem=_normalize_pem(certificate_pem),
         source=Certificate.UPLOADED, private_key_pem=key, ca_bundle_pem=trusted_bundle(ca_bundle_pem), note=note)
 
@@ -80,14 +79,12 @@ def replace_certificate(actor, cert: Certificate, *, certificate_pem: str, priva
     """Renew ``cert`` in place: the routes that use it keep using it, and the new
     certificate must still cover all their hosts. ``private_key_pem`` None keeps the
     stored key, which must then match the new certificate."""
-    from controlplane.proxy import services
-
     key = None if private_key_pem is None else _require_key(private_key_pem)
     fields = {"certificate_pem": _normalize_pem(certificate_pem)}
     if name is not None:
         fields["name"] = name.strip()
     try:
-        return services.update_certificate(actor, cert, private_key_pem=key, note=note,
+        return proxy_services.update_certificate(actor, cert, private_key_pem=key, note=note,
                                            ca_bundle_pem=trusted_bundle(ca_bundle_pem), **fields)
     except ValidationError:
         cert.refresh_from_db()  # the caller's instance must not keep the refused values

@@ -1,4 +1,4 @@
-"""Certificate expiry scan (SPEC 6): daily from Celery beat and right after each upload.
+"""Certificate expiry scan: daily from Celery beat and right after each upload.
 
 Thresholds: 30, 14, 7, 3 and 1 days before ``not_after``, and expired. A scan raises
 at most one alert per certificate: for the smallest threshold it has crossed (a
@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from controlplane.alerts.services import raise_alert
 from controlplane.beat import ensure_crontab_task
+from controlplane.proxy.models import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ def check_certificate(cert, now: dt.datetime):
 @shared_task(name=TASK_NAME, ignore_result=True)
 def scan_expiry(now=None, certificate_id: int | None = None) -> int:
     """Scan every certificate (or only ``certificate_id``); returns how many alerts it raised."""
-    from controlplane.proxy.models import Certificate
-
     now = _as_datetime(now)
     certificates = Certificate.objects.select_related("tenant").exclude(not_after=None)
     if certificate_id is not None:

@@ -1,4 +1,4 @@
-"""The dashboard's live WebSocket, ``/ws/live/`` (SPEC 8).
+"""The dashboard's live WebSocket, ``/ws/live/``.
 
 Session-authenticated (``AuthMiddlewareStack`` wraps only this route in asgi.py)
 and scoped like every page: a tenant member gets the health of their tenants'
@@ -12,6 +12,8 @@ newest version number) and at once on a group hint (``notify.CONFIG_CHANGED`` an
 ``notify.HEALTH_CHANGED`` arrive here too, through the data-plane group) — hints
 only speed things up; in embedded mode hints from other processes come through the
 datagram bridge (``controlplane.publishing.localhints``), which is at-most-once too.
+A channel layer that is down or frozen therefore costs only the hints
+(``LayerTolerantMixin``): the page keeps its connection and its polled state.
 """
 from __future__ import annotations
 
@@ -19,12 +21,18 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Max
 
+from controlplane.proxy.models import Target
 from controlplane.publishing import localhints, notify
+from controlplane.publishing.layerlink import LayerTolerantMixin
+from controlplane.publishing.models import ConfigVersion, Node
+from controlplane.tenancy.access import Principal
 
 from . import telemetry
 
@@ -33,7 +41,7 @@ LIVE_GROUP = getattr(notify, "LIVE_GROUP", "switchyard.live")
 TRAFFIC_EVERY = 5.0  # seconds: traffic figures change with node reports (every 10 s), not faster
 
 
-class LiveConsumer(AsyncWebsocketConsumer):
+class LiveConsumer(LayerTolerantMixin, AsyncWebsocketConsumer):
     groups_joined: tuple = ()
 
     async def connect(self):
@@ -48,7 +56,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.groups_joined = (notify.DATAPLANE_GROUP, LIVE_GROUP)
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        localhints.ensure_receiver(self.channel_layer)  # embedded mode: hints from other processes
+        localhints.ensure_receiver(self.channel_layer.layer)  # embedded mode: hints from other processes
         self.task = asyncio.create_task(self.loop())
 
     async def disconnect(self, code):
@@ -114,13 +122,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
 def live_state(user_id, with_traffic: bool = True) -> dict | None:
     """What the pages show live, scoped for this user; None when the user may not see it."""
-    from django.contrib.auth import get_user_model
-
-    from django.db.models import Max
-    from controlplane.proxy.models import Target
-    from controlplane.publishing.models import ConfigVersion, Node
-    from controlplane.tenancy.access import Principal
-
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return None

@@ -1,4 +1,4 @@
-"""Diagnostics pages (SPEC 9 / issue 6): the troubleshooting steps, one click each.
+"""Diagnostics pages: the troubleshooting steps, one click each.
 
 Every page calls ``controlplane.diagnostics.services`` with the dashboard principal,
 so scoping is the API's: staff everything, a tenant member its own routes, targets and
@@ -19,19 +19,16 @@ from django.views.decorators.csrf import csrf_protect
 from controlplane.diagnostics import services
 from controlplane.diagnostics.explanations import EXPLANATIONS
 from controlplane.proxy.models import Target
-from controlplane.publishing.models import Node
 from controlplane.tenancy.access import principal as get_principal
+
+from .errors import error_messages
 
 TAIL_FILTERS = ("route", "host", "status", "proxy_status", "client", "node")
 
 
 def _problem(exc) -> list[str]:
     """Human-readable messages of a service error (validation, node unavailable)."""
-    if isinstance(exc, ValidationError):
-        if hasattr(exc, "message_dict"):
-            return [f"{k}: {m}" for k, ms in exc.message_dict.items() for m in ms]
-        return list(exc.messages)
-    return [str(exc)]
+    return error_messages(exc) if isinstance(exc, ValidationError) else [str(exc)]
 
 
 def _run(fn, *args, **kw):
@@ -81,7 +78,7 @@ def tail(request):
     query = urlencode({k: v for k, v in values.items() if v})
     return render(request, "dashboard/diagnostics/tail.html", {
         "values": values, "errors": errors, "routes": services.routes_for(p).order_by("name"),
-        "nodes": _nodes(p), "stream_url": f"{services.API}/tail/?{query}" if not errors else "",
+        "nodes": _nodes(p), "stream_url": f"{reverse('api:diagnostics:tail')}?{query}" if not errors else "",
         "codes": sorted(EXPLANATIONS)})
 
 

@@ -1,7 +1,7 @@
 """Dashboard forms: they only parse what a person typed into the shapes the services
 take. Business rules live in ``controlplane.proxy.validation`` (through the
-services); ``ServiceForm.apply_errors`` puts its messages, unchanged, on the fields
-they name, so the dashboard shows exactly what the API returns.
+services); ``errors.add_validation_errors`` puts its messages, unchanged, on the
+fields they name, so the dashboard shows exactly what the API returns.
 """
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import json
 import re
 
 from django import forms
+from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 
 from controlplane.alerts.models import AlertChannel
 from controlplane.proxy.models import Certificate, Pool, Route, Target
+from controlplane.proxy.services import etag_of
 from controlplane.tenancy.models import Membership, Tenant
 
 from . import throttle
@@ -105,7 +107,8 @@ TARGET_RE = re.compile(r"^(\[[^\]]+\]|[^\s:]+):(\d+)$")
 
 class TargetsField(forms.CharField):
     """``host:port [weight=N] [enabled|disabled|draining]`` per line → target dicts."""
-    widget = forms.Textarea(attrs={"rows": 4, "placeholder": "10.0.0.5:8080\nbackend.example.com:443 weight=3\n10.0.0.6:8080 draining"})
+    widget = forms.Textarea(attrs={
+        "rows": 4, "placeholder": "10.0.0.5:8080\nbackend.example.com:443 weight=3\n10.0.0.6:8080 draining"})
 
     def prepare_value(self, value):
         if isinstance(value, list):
@@ -162,30 +165,44 @@ class JSONListField(forms.CharField):
 # ------------------------------------------------------------------ base
 
 class ServiceForm(forms.Form):
-    """A form whose values go to a service; the service's ValidationError comes back
-    onto the fields it names (others, and non-field errors, above the form)."""
+    """A form whose values go to a service (its refusals come back through
+    ``errors.add_validation_errors``). ``etag`` carries the version of the object as
+    the form showed it, so that saving cannot silently undo someone else's change."""
     note = forms.CharField(required=False, max_length=2000, help_text=NOTE_HELP,
                            widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Change note (optional)"}))
+    etag = forms.CharField(required=False, widget=forms.HiddenInput)
 
     field_aliases: dict[str, str] = {}
 
-    def apply_errors(self, error: ValidationError) -> None:
-        if hasattr(error, "error_dict"):
-            for field, messages in error.message_dict.items():
-                target = self.field_aliases.get(field, field)
-                if target in self.fields and target != NON_FIELD_ERRORS:
-                    for message in messages:
-                        self._add(target, message)
-                else:
-                    for message in messages:
-                        self._add(None, message if field == NON_FIELD_ERRORS else f"{field}: {message}")
-        else:
-            for message in error.messages:
-                self._add(None, message)
+    def expect_version(self, instance) -> None:
+        if instance is not None and instance.pk:
+            self.fields["etag"].initial = etag_of(instance)
 
-    def _add(self, field, message):
-        # add_error() drops the field from cleaned_data; the form is re-rendered anyway.
-        self.add_error(field, message)
+    @property
+    def if_match(self) -> str | None:
+        """The version the user edited (None: unconditional, as for an API call without If-Match)."""
+        return self.cleaned_data.get("etag") or None
+
+    def edited_fields(self) -> dict:
+        """The model fields this form sets, by name (to say which ones a concurrent
+        change touched)."""
+        return self.service_fields()
+
+    def rebase(self, etag: str) -> None:
+        """Take ``etag`` as the version edited: saving again overwrites that version."""
+        self.data = self.data.copy()
+        self.data["etag"] = etag
+
+
+class DeleteForm(ServiceForm):
+    """Confirms deleting the version of the object the page showed."""
+
+    def __init__(self, *args, instance, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expect_version(instance)
+
+    def edited_fields(self) -> dict:
+        return {}
 
 
 def tenant_choices(principal, include_platform: bool):
@@ -248,6 +265,7 @@ class RouteForm(TenantChoiceMixin, ServiceForm):
             kwargs["initial"] = route_initial(instance)
         super().__init__(*args, **kwargs)
         self.instance = instance
+        self.expect_version(instance)
         self.setup_tenant(principal, instance)
         pools = principal.scope(Pool.objects.select_related("tenant"))
         self.fields["pool"].choices = [("", "—")] + [(str(p.pk), _owned(p)) for p in pools]
@@ -256,6 +274,16 @@ class RouteForm(TenantChoiceMixin, ServiceForm):
         if instance is None:
             for name in ROUTE_SCALARS:
                 self.fields[name].initial = Route._meta.get_field(name).get_default()
+        self.offer_acme(instance)
+
+    def offer_acme(self, instance: Route | None) -> None:
+        """The ACME box only where ACME is configured (or to switch it off on a route that has it)."""
+        if not settings.SWITCHYARD_ACME_DIRECTORY and not (instance is not None and instance.acme):
+            del self.fields["acme"]
+            return
+        self.fields["acme"].label = "Automatic certificate (ACME)"
+        self.fields["acme"].help_text = ("Order a certificate for these hosts from the ACME CA (HTTP-01) and renew "
+                                         "it; the route page shows the order's state.")
 
     def service_fields(self) -> dict:
         data = self.cleaned_data
@@ -320,6 +348,7 @@ class PoolForm(TenantChoiceMixin, ServiceForm):
             self.fields[name] = field
         self.fields["note"] = self.fields.pop("note")
         self.instance = instance
+        self.expect_version(instance)
         self.setup_tenant(principal, instance)
 
     def groups(self):
@@ -346,20 +375,59 @@ def pool_initial(pool: Pool) -> dict:
 
 # ------------------------------------------------------------------ certificates
 
+PEM_CERTIFICATE = forms.Textarea(attrs={"rows": 6,
+                                        "placeholder": "-----BEGIN CERTIFICATE-----\n(leaf first, then the chain)"})
+PEM_KEY = forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN PRIVATE KEY-----", "autocomplete": "off"})
+PEM_ROOTS = forms.Textarea(attrs={"rows": 2})
+ROOTS_HELP = "Optional: your own CA, to verify the chain against."
+
+
 class CertificateForm(TenantChoiceMixin, ServiceForm):
     tenant = forms.ChoiceField(required=False)
     name = forms.CharField(required=False, max_length=200)
-    certificate_pem = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 6, "placeholder": "-----BEGIN CERTIFICATE-----\n(leaf first, then the chain)"}),
-                                      label="Certificate (PEM)", help_text="Leaf first, then the chain.")
-    private_key_pem = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "placeholder": "-----BEGIN PRIVATE KEY-----", "autocomplete": "off"}),
-                                      label="Private key (PEM)", help_text="Write-only: stored encrypted, never shown again.")
-    ca_bundle_pem = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Extra trusted roots (PEM)",
-                                    help_text="Optional: your own CA, to verify the chain against.")
+    certificate_pem = forms.CharField(required=False, widget=PEM_CERTIFICATE, label="Certificate (PEM)",
+                                      help_text="Leaf first, then the chain.")
+    private_key_pem = forms.CharField(required=False, widget=PEM_KEY, label="Private key (PEM)",
+                                      help_text="Write-only: stored encrypted, never shown again.")
+    ca_bundle_pem = forms.CharField(required=False, widget=PEM_ROOTS, label="Extra trusted roots (PEM)",
+                                    help_text=ROOTS_HELP)
 
     def __init__(self, *args, principal, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["note"] = self.fields.pop("note")
         self.setup_tenant(principal)
+
+
+class CertificateEditForm(ServiceForm):
+    """Rename or renew a certificate in place (the routes using it keep it): an empty
+    certificate keeps the stored one, an empty key keeps the stored key."""
+    name = forms.CharField(required=False, max_length=200)
+    certificate_pem = forms.CharField(required=False, widget=PEM_CERTIFICATE, label="Renewed certificate (PEM)",
+                                      help_text="Leave empty to keep the current one. Leaf first, then the chain.")
+    private_key_pem = forms.CharField(required=False, widget=PEM_KEY, label="New private key (PEM)",
+                                      help_text="Write-only. Leave empty to keep the stored key (it must match).")
+    ca_bundle_pem = forms.CharField(required=False, widget=PEM_ROOTS, label="Extra trusted roots (PEM)",
+                                    help_text=ROOTS_HELP)
+
+    def __init__(self, *args, instance: Certificate, **kwargs):
+        kwargs.setdefault("initial", {"name": instance.name})
+        super().__init__(*args, **kwargs)
+        self.fields["note"] = self.fields.pop("note")
+        self.expect_version(instance)
+
+    def edited_fields(self) -> dict:
+        fields = {"name": self.cleaned_data.get("name") or ""}
+        if self.cleaned_data.get("certificate_pem"):
+            fields["certificate_pem"] = self.cleaned_data["certificate_pem"]
+        return fields
+
+    def replacement(self, current: Certificate) -> dict:
+        """Keyword arguments for ``certs.services.replace_certificate`` of ``current``."""
+        data = self.cleaned_data
+        return {"name": data.get("name") or "",
+                "certificate_pem": data.get("certificate_pem") or current.certificate_pem,
+                "private_key_pem": data.get("private_key_pem") or None,
+                "ca_bundle_pem": data.get("ca_bundle_pem") or ""}
 
 
 # ------------------------------------------------------------------ tenants
@@ -385,6 +453,7 @@ class TenantForm(ServiceForm):
                 self.fields[name].initial = Tenant._meta.get_field(name).get_default()
         else:
             self.fields["slug"].disabled = True
+            self.expect_version(instance)
 
     def service_fields(self) -> dict:
         fields = {name: self.cleaned_data.get(name) for name in self.FIELDS if not self.fields[name].disabled}
@@ -399,11 +468,17 @@ class TenantForm(ServiceForm):
 
 
 class DelegationForm(ServiceForm):
-    suffix = forms.CharField(required=False, max_length=253, help_text="e.g. shop.example.com: covers itself and every name below it.")
+    suffix = forms.CharField(required=False, max_length=253,
+                             help_text="e.g. shop.example.com: covers itself and every name below it.")
 
 
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.ROLES)
+    field_aliases = {"user": "username"}
+
+
+class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.ROLES)
 
 
@@ -430,7 +505,18 @@ class AlertChannelForm(TenantChoiceMixin, ServiceForm):
                                  "url": instance.url, "enabled": instance.enabled}
         super().__init__(*args, **kwargs)
         del self.fields["note"]
+        self.expect_version(instance)
         self.setup_tenant(principal, instance)
+
+    def edited_fields(self) -> dict:
+        return self.channel_fields()
+
+    def channel_fields(self) -> dict:
+        """The channel's fields as typed (the secret apart: it is write-only)."""
+        data = self.cleaned_data
+        return {"tenant": data.get("tenant"), "name": (data.get("name") or "").strip(), "kind": data["kind"],
+                "emails": data.get("emails") or [], "url": (data.get("url") or "").strip(),
+                "enabled": data.get("enabled", False)}
 
 
 class RollbackForm(forms.Form):

@@ -1,14 +1,15 @@
 """Traffic figures for the dashboard, from ``controlplane.telemetry.queries``
-(per-minute aggregates per route, reported by the nodes). Every function returns
-None when that module is missing, and the pages then show no traffic panels.
+(per-minute aggregates per route, reported by the nodes).
 
 Scoping: the queries take the routes to look at; we pass only the routes the
 principal may see, so a tenant member sees their tenants' traffic only.
 """
 from __future__ import annotations
 
-import importlib
 import logging
+
+from controlplane.proxy.models import Route
+from controlplane.telemetry import queries
 
 log = logging.getLogger("switchyard.dashboard")
 WINDOW_MINUTES = 60
@@ -16,19 +17,7 @@ TOP_ROUTES = 6
 COLORS = {"2xx": "#1a7f45", "p50": "#2457c5", "p95": "#b76e00", "p99": "#c22f2f"}
 
 
-def _queries():
-    try:
-        return importlib.import_module("controlplane.telemetry.queries")
-    except ImportError:
-        return None
-
-
-def available() -> bool:
-    return _queries() is not None
-
-
 def _routes(principal):
-    from controlplane.proxy.models import Route
     return principal.scope(Route.objects.all())
 
 
@@ -49,10 +38,12 @@ def _series_charts(points, prefix: str, title_suffix: str = "") -> list[dict]:
     charts = [
         _chart(f"{prefix}rps", "Requests per second" + title_suffix, f"last {len(points)} min",
                start, end, "req/s", [{"label": "requests/s", "data": [{"x": p["ts"], "y": p["rps"]} for p in points]}]),
-        _chart(f"{prefix}errors", "Errors by Proxy-Status type" + title_suffix, "responses the proxy generated, per minute",
-               start, end, "responses", [{"label": kind, "data": [{"x": p["ts"], "y": (p.get("by_proxy_status") or {}).get(kind, 0)}
-                                                           for p in points]} for kind in top]
-               or [{"label": "no proxy errors", "data": [{"x": p["ts"], "y": 0} for p in points], "color": COLORS["2xx"]}]),
+        _chart(f"{prefix}errors", "Errors by Proxy-Status type" + title_suffix,
+               "responses the proxy generated, per minute", start, end, "responses",
+               [{"label": kind, "data": [{"x": p["ts"], "y": (p.get("by_proxy_status") or {}).get(kind, 0)}
+                                         for p in points]} for kind in top]
+               or [{"label": "no proxy errors", "data": [{"x": p["ts"], "y": 0} for p in points],
+                    "color": COLORS["2xx"]}]),
         _chart(f"{prefix}latency", "Latency" + title_suffix, "p50 / p95 / p99, ms", start, end, "ms",
                [{"label": name, "color": COLORS[name],
                  "data": [{"x": p["ts"], "y": _ms(p.get(name))} for p in points if p.get(name) is not None]}
@@ -80,16 +71,13 @@ def _figures(summary: dict) -> dict:
 
 
 def overview(principal):
-    q = _queries()
-    if q is None:
-        return None
     try:
         routes = _routes(principal)
-        now = q.overview(routes, minutes=5)
-        points = q.traffic_series(routes, minutes=WINDOW_MINUTES)
+        now = queries.overview(routes, minutes=5)
+        points = queries.traffic_series(routes, minutes=WINDOW_MINUTES)
         charts = _series_charts(points, "all-")
-        summaries = q.route_summaries(routes, minutes=WINDOW_MINUTES)
-        charts.append(_p95_per_route(q, summaries, points))
+        summaries = queries.route_summaries(routes, minutes=WINDOW_MINUTES)
+        charts.append(_p95_per_route(summaries, points))
     except Exception:  # traffic panels must never break the overview
         log.exception("dashboard: reading traffic failed")
         return None
@@ -97,16 +85,14 @@ def overview(principal):
             "has_traffic": any(p.get("requests") for p in points)}
 
 
-def _p95_per_route(q, summaries: dict, points) -> dict | None:
-    from controlplane.proxy.models import Route
-
+def _p95_per_route(summaries: dict, points) -> dict | None:
     if not points:
         return None
     top = sorted(summaries, key=lambda rid: -(summaries[rid].get("requests") or 0))[:TOP_ROUTES]
     names = dict(Route.objects.filter(pk__in=top).values_list("pk", "name"))
     series = []
     for rid in top:
-        route_points = q.traffic_series([rid], minutes=WINDOW_MINUTES)
+        route_points = queries.traffic_series([rid], minutes=WINDOW_MINUTES)
         series.append({"label": names.get(rid, f"route {rid}"),
                        "data": [{"x": p["ts"], "y": _ms(p["p95"])} for p in route_points if p.get("p95") is not None]})
     return _chart("p95-routes", "p95 latency per route", f"busiest {len(series)} routes, ms",
@@ -115,11 +101,8 @@ def _p95_per_route(q, summaries: dict, points) -> dict | None:
 
 def per_route(principal):
     """{route id: {rps, error_rate_pct, p95_ms}} over the last hour, or None."""
-    q = _queries()
-    if q is None:
-        return None
     try:
-        summaries = q.route_summaries(_routes(principal), minutes=WINDOW_MINUTES)
+        summaries = queries.route_summaries(_routes(principal), minutes=WINDOW_MINUTES)
     except Exception:
         log.exception("dashboard: reading route traffic failed")
         return None
@@ -128,12 +111,9 @@ def per_route(principal):
 
 
 def route_charts(principal, route):
-    q = _queries()
-    if q is None:
-        return None
     try:
-        points = q.traffic_series([route.pk], minutes=WINDOW_MINUTES)
-        summary = q.route_summary([route.pk], minutes=WINDOW_MINUTES)
+        points = queries.traffic_series([route.pk], minutes=WINDOW_MINUTES)
+        summary = queries.route_summary([route.pk], minutes=WINDOW_MINUTES)
     except Exception:
         log.exception("dashboard: reading traffic of route %s failed", route.pk)
         return None
@@ -146,11 +126,8 @@ def route_charts(principal, route):
 
 def live_counters(principal):
     """Small figures for /ws/live/: requests/s and error rate over the last 2 minutes."""
-    q = _queries()
-    if q is None:
-        return None
     try:
-        now = q.overview(_routes(principal), minutes=2)
+        now = queries.overview(_routes(principal), minutes=2)
     except Exception:
         log.exception("dashboard: reading live traffic failed")
         return None

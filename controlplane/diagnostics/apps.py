@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class DiagnosticsConfig(AppConfig):
-    """SPEC 9: node status, live tail, probes, TLS checks, request inspector, why 502/504."""
+    """Node status, live tail, probes, TLS checks, request inspector, why 502/504."""
     name = "controlplane.diagnostics"
     label = "diagnostics"
     verbose_name = "Diagnostics"

@@ -1,7 +1,8 @@
 """What each ``proxy_status`` the data plane logs usually means, and what to check next.
 
-Keys are the codes of the access log and of the traffic reports (``dataplane.errors``
-keys plus the codes used when a response is aborted). ``tests/diagnostics`` checks
+Keys are the values of the access log's ``proxy_status`` and ``reason`` and of the
+traffic reports (``dataplane.errors`` keys and types, plus the codes of aborted
+responses and closed tunnels). ``tests/diagnostics`` checks
 that every code the data plane can emit is explained here.
 """
 from __future__ import annotations
@@ -67,6 +68,12 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
                    "looks complete.",
         "check": "Look for backend crashes or restarts, proxies or load balancers between node "
                  "and backend that cut long responses, and the backend's write timeouts.",
+    },
+    "connection_read_timeout": {
+        "meaning": "A WebSocket tunnel carried no data in either direction for the idle "
+                   "timeout, so the proxy closed both connections.",
+        "check": "Have the application send pings (or any message) more often than the idle "
+                 "timeout on long-lived quiet connections, and reconnect when closed.",
     },
     "destination_unavailable": {
         "meaning": "No target of the pool could take the request: every target is marked "

@@ -3,7 +3,7 @@
 The API (any control-plane process) never talks to a node's WebSocket directly:
 
 - every connected ``DataPlaneConsumer`` joins ``node_group(node_id)`` after hello (and
-  ``notify.DATAPLANE_GROUP`` already), and handles ``{"type": "diag.command",
+  ``DATAPLANE_GROUP`` already), and handles ``{"type": "diag.command",
   "message": {...}, "reply_to": channel}`` by sending ``message`` to its node;
 - answers (``probe.result``, ``synthetic.result``) go back to the ``reply_to`` channel
   the command named (``{"type": "diag.reply", "message": {...}}``), so the API process
@@ -12,7 +12,7 @@ The API (any control-plane process) never talks to a node's WebSocket directly:
   session joins (``{"type": "tail.lines", "node": name, "lines": [...], "dropped": n}``);
   the channel layer drops messages for a full viewer channel: a slow viewer loses lines,
   it never slows anything down;
-- ``capture.record`` messages are stored (``services.store_capture``).
+- ``capture.record`` messages are stored (``store.store_capture``).
 
 ``DiagnosticsMixin`` is the consumer side; ``node_request`` / ``node_command`` /
 ``broadcast_command`` the API side.
@@ -27,7 +27,8 @@ import time
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from controlplane.publishing import notify
+from controlplane.diagnostics.store import record_runtime, store_capture
+from controlplane.publishing.hints import DATAPLANE_GROUP
 from dataplane import schema
 
 log = logging.getLogger("switchyard.diagnostics")
@@ -69,9 +70,8 @@ class DiagnosticsMixin:
         started = hello.get("started")
         if isinstance(started, (int, float)) and not isinstance(started, bool) and 0 < started < 1e11:
             try:
-                from controlplane.diagnostics.services import record_runtime
                 await database_sync_to_async(record_runtime)(self.node_id, float(started))
-            except Exception:  # noqa: BLE001 - diagnostics never cost the sync connection
+            except Exception:  # diagnostics never cost the sync connection
                 log.exception("diagnostics: recording the runtime of node %s failed", self.node_name)
 
     async def diag_leave(self) -> None:
@@ -124,7 +124,6 @@ class DiagnosticsMixin:
             elif kind == schema.MSG_CAPTURE_RECORD:
                 record = msg.get("record")
                 if isinstance(record, dict) and len(json.dumps(record)) <= 512 * 1024:
-                    from controlplane.diagnostics.services import store_capture
                     await database_sync_to_async(store_capture)(self.node_id, sid, record)
             elif kind in (schema.MSG_PROBE_RESULT, schema.MSG_SYNTHETIC_RESULT):
                 entry = getattr(self, "diag_replies", {}).pop(sid, None)
@@ -133,7 +132,7 @@ class DiagnosticsMixin:
                 if entry is not None:
                     await self.channel_layer.send(entry[0], {"type": DIAG_REPLY, "key": sid,
                                                              "message": msg})
-        except Exception:  # noqa: BLE001 - never end the sync connection over diagnostics
+        except Exception:  # never end the sync connection over diagnostics
             log.exception("diagnostics: handling %s from node %s failed", kind, self.node_name)
 
 
@@ -172,7 +171,7 @@ class _Inbox:
                 event = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. the broker restarting: keep serving
+            except Exception:  # e.g. the broker restarting: keep serving
                 log.exception("diagnostics: receiving from the channel layer failed")
                 await asyncio.sleep(0.5)
                 continue
@@ -210,7 +209,7 @@ async def inbox() -> _Inbox:
 async def node_command(node_id: int | None, message: dict) -> None:
     """Fire-and-forget: to one node, or to every connected node (``node_id`` None)."""
     layer = get_channel_layer()
-    group = node_group(node_id) if node_id is not None else notify.DATAPLANE_GROUP
+    group = node_group(node_id) if node_id is not None else DATAPLANE_GROUP
     await layer.group_send(group, {"type": DIAG_COMMAND, "message": message})
 
 

@@ -1,4 +1,4 @@
-"""Live tail of the nodes' access logs (SPEC 9.2), as an async stream of events.
+"""Live tail of the nodes' access logs, as an async stream of events.
 
 ``stream(filter, node_id=None, seconds=300, limit=0)`` is the service (the API's SSE
 endpoint and any dashboard view use it): it opens a tail session (a fresh id), joins

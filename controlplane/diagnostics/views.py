@@ -1,4 +1,4 @@
-"""/api/v1/diagnostics/ (SPEC 9): the troubleshooting steps, one call each.
+"""/api/v1/diagnostics/: the troubleshooting steps, one call each.
 
 Authentication and scoping are the REST API's (Bearer token or dashboard session;
 ``controlplane.api.permissions.principal_for``). Another tenant's route, target,
@@ -30,6 +30,7 @@ from controlplane.api.permissions import principal_for
 from controlplane.api.schema import SwitchyardAutoSchema
 from controlplane.diagnostics import services, tail
 from controlplane.diagnostics.explanations import EXPLANATIONS
+from controlplane.diagnostics.services.links import template, url
 
 OBJ = {200: OpenApiTypes.OBJECT}
 MINUTES = OpenApiParameter("minutes", OpenApiTypes.INT, OpenApiParameter.QUERY,
@@ -72,16 +73,15 @@ class DiagnosticsView(APIView):
 class IndexView(DiagnosticsView):
     @extend_schema(responses=OBJ, summary="What the diagnostics API offers")
     def get(self, request):
-        base = services.API
         return Response({
-            "nodes": f"{base}/nodes/", "config": f"{base}/config/", "tail": f"{base}/tail/",
-            "probe": f"{base}/probe/", "tls_check": f"{base}/tls-check/",
-            "certificate_chain": f"{base}/certificates/{{id}}/chain/",
-            "route_errors": f"{base}/routes/{{id}}/errors/",
-            "route_capture": f"{base}/routes/{{id}}/capture/",
-            "route_captures": f"{base}/routes/{{id}}/captures/",
-            "test_request": f"{base}/routes/{{id}}/test-request/",
-            "capture": f"{base}/captures/{{id}}/", "explanations": f"{base}/explanations/"})
+            "nodes": url("nodes"), "config": url("config"), "tail": url("tail"),
+            "probe": url("probe"), "tls_check": url("tls-check"),
+            "certificate_chain": template("certificate-chain"),
+            "route_errors": template("route-errors"),
+            "route_capture": template("route-capture"),
+            "route_captures": template("route-captures"),
+            "test_request": template("test-request"),
+            "capture": template("capture"), "explanations": url("explanations")})
 
 
 class ExplanationsView(DiagnosticsView):

@@ -1,4 +1,4 @@
-"""Active health checks: one cheap probe per target, many at once (SPEC 5).
+"""Active health checks: one cheap probe per target, many at once.
 
 Pure asyncio and the standard library (no Django), so the Celery task, the
 benchmark and the tests all run exactly this code.
@@ -61,7 +61,7 @@ class CheckSpec:
     verify: bool = True
     sni: str = ""
     ca_pem: str = ""
-    # For tenant pools: may the check connect to this resolved IP? (SPEC 7: the same
+    # For tenant pools: may the check connect to this resolved IP? (the same
     # upstream policy as the data plane, checked on the address actually used.)
     policy: AddressPolicy | None = None
 

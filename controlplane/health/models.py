@@ -1,4 +1,4 @@
-"""State of the active health checks (SPEC 5). State, not configuration:
+"""State of the active health checks. State, not configuration:
 none of this is part of a config version.
 
 ``Target.healthy``, ``health_changed`` and ``health_reason`` (in ``proxy``) hold the

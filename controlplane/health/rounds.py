@@ -36,12 +36,14 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from controlplane.alerts import hooks
 from controlplane.health.checker import CheckResult, CheckSpec, run_checks
 from controlplane.health.models import HealthTransition, PoolCheckState, TargetHealth
 from controlplane.health.state import TargetState, advance
 from controlplane.health.status import bump_generation
 from controlplane.proxy.models import Pool, Target
 from controlplane.publishing import notify
+from controlplane.tenancy.upstream_policy import check_target
 
 log = logging.getLogger("switchyard.health")
 
@@ -116,14 +118,12 @@ def release_round(pool_id: int, token: str, **stats) -> bool:
 # ---------------------------------------------------------------- probing
 
 def _address_allowed(allowed_networks: tuple, ip: str) -> bool:
-    from controlplane.tenancy.upstream_policy import check_target
-
     return not check_target(ip, allowed_networks)
 
 
 def address_policy(pool: Pool):
-    """Tenant pools obey the upstream policy on the address actually connected
-    (SPEC 7, DNS rebinding); platform pools are unrestricted."""
+    """Tenant pools obey the upstream policy on the address actually connected (DNS
+    rebinding cannot move a check onto a forbidden address); platform pools are unrestricted."""
     if pool.tenant_id is None:
         return None
     networks = tuple(getattr(pool.tenant, "allowed_networks", None) or ())
@@ -299,20 +299,9 @@ def reset_pool_health(pool_id: int, reason: str = "active health check disabled"
     return transitions
 
 
-def _alert_hook():
-    try:
-        from controlplane.alerts import hooks
-    except ImportError:
-        return None
-    return getattr(hooks, "target_transition", None)
-
-
 def _call_alert_hooks(transitions: dict[int, bool]) -> None:
-    hook = _alert_hook()
-    if hook is None:
-        return
     for target in Target.objects.filter(pk__in=list(transitions)).select_related("pool"):
         try:
-            hook(target, transitions[target.pk], target.health_reason)
+            hooks.target_transition(target, transitions[target.pk], target.health_reason)
         except Exception:  # an alert problem must never undo or block health state
             log.exception("health: the target_transition alert hook failed for target %s", target.pk)

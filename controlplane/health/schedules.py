@@ -17,6 +17,8 @@ import logging
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from controlplane.proxy.models import Pool
+
 log = logging.getLogger("switchyard.health")
 
 TASK_NAME = "controlplane.health.tasks.check_pool"
@@ -91,8 +93,6 @@ def delete_pool_schedule(pool_id: int) -> bool:
 
 def sync_schedules() -> dict:
     """Reconcile every pool's schedule; remove schedules of pools that are gone."""
-    from controlplane.proxy.models import Pool
-
     with transaction.atomic():
         kept = set()
         for pool in Pool.objects.all():

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controlplane.health.models import HealthState
 from controlplane.proxy.models import Target
+from dataplane import schema
 
 SINGLETON = 1
 
@@ -57,6 +58,4 @@ def health_snapshot(pool_ids=None) -> tuple[int, dict[int, bool]]:
 
 def health_message(targets: dict[int, bool]) -> dict:
     """The node-facing message (schema.MSG_HEALTH) for a health state."""
-    from dataplane import schema
-
     return {"type": schema.MSG_HEALTH, "targets": {str(k): bool(v) for k, v in targets.items()}}

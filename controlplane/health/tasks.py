@@ -1,4 +1,4 @@
-"""Celery tasks of the active health checks (SPEC 5).
+"""Celery tasks of the active health checks.
 
 ``check_pool(pool_id)`` is scheduled per pool by django-celery-beat (see
 ``schedules.py``: a ``PeriodicTask`` named ``health-check-pool-<id>``).
@@ -13,11 +13,12 @@ import logging
 from celery import shared_task
 from celery.signals import beat_init
 from django.conf import settings
+from django.db.models import Max
 from django.utils import timezone
 
 from controlplane.beat import ensure_crontab_task
-
 from controlplane.health import schedules
+from controlplane.health.models import HealthTransition
 from controlplane.health.rounds import run_pool_round
 
 log = logging.getLogger("switchyard.health")
@@ -55,10 +56,6 @@ def purge_transitions(now=None) -> int:
     """Delete health transitions older than SWITCHYARD_HEALTH_HISTORY_DAYS, in batches;
     returns how many rows went. Each target's newest transition is kept whatever its
     age: it is the reason shown for the target's current state."""
-    from django.db.models import Max
-
-    from controlplane.health.models import HealthTransition
-
     days = max(1.0, float(getattr(settings, "SWITCHYARD_HEALTH_HISTORY_DAYS", 30)))
     cutoff = (now or timezone.now()) - dt.timedelta(days=days)
     newest = HealthTransition.objects.values("target").annotate(last=Max("id")).values("last")

@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib import admin
 
+from controlplane.certs.services import trusted_bundle  # the operator's CA bundle
+
 from . import services
 from .admin_mixins import ChangeNoteForm, ListField, ServiceAdminMixin, WriteOnlyTextarea
 from .models import Certificate, Pool, Route, Target
@@ -121,8 +123,6 @@ class CertificateAdmin(ServiceAdminMixin, admin.ModelAdmin):
     ]
 
     def service_save(self, request, obj, form, formsets):
-        from controlplane.certs.services import trusted_bundle  # the operator's CA bundle
-
         key = form.cleaned_data.get("private_key_pem") or None
         services.save_certificate(self.actor(request), obj, private_key_pem=key, note=self.note(form),
                                   ca_bundle_pem=trusted_bundle(""))

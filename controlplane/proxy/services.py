@@ -16,7 +16,7 @@ import json
 from django.db import transaction
 
 from controlplane.audit.services import Actor, record
-from controlplane.certs import crypto
+from controlplane import crypto
 from controlplane.publishing import publisher
 from controlplane.tenancy.models import Delegation, Tenant
 

@@ -11,14 +11,15 @@ so the rules a node enforces are written once.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from dataplane import applier, schema
-
-from controlplane.certs import pem
-from controlplane.publishing import compiler
+from controlplane import crypto, pem
+from controlplane.publishing import compiler, gate
+from controlplane.publishing.gate import POOL_PREFIXES, POOL_UNPREFIXED
 from controlplane.tenancy import upstream_policy
 from controlplane.tenancy.models import Delegation, Tenant
+from dataplane import schema
 
 from .models import Certificate, Pool, Route, Target
 
@@ -62,8 +63,6 @@ def _tenant_label(tenant) -> str:
 # ------------------------------------------------------------------ schema
 
 ROUTE_FK_PATHS = ("pool", "certificate", "id", "tenant")
-POOL_PREFIXES = {"tls": "tls_", "health_check": "health_check_"}
-POOL_UNPREFIXED = ("healthy_threshold", "unhealthy_threshold")
 
 
 def _split(path: str, prefix: str) -> tuple[str, str]:
@@ -75,18 +74,9 @@ def _split(path: str, prefix: str) -> tuple[str, str]:
     return rest, ""
 
 
-def schema_errors(snapshot: dict) -> list[schema.SchemaError]:
-    """What a node would refuse in ``snapshot`` (the gate: schema, then the node's build)."""
-    try:
-        applier.check_snapshot(snapshot)
-    except schema.SnapshotInvalid as exc:
-        return exc.errors
-    return []
-
-
 def _route_schema(route: Route, errors: Errors) -> None:
     data = {"pools": [], "routes": [compiler.route_dict(route)], "certificates": []}
-    for err in schema_errors(data):
+    for err in gate.snapshot_errors(data):
         field, sub = _split(err.path, "routes[0]")
         if field in ROUTE_FK_PATHS or not err.path.startswith("routes[0]"):
             continue
@@ -103,7 +93,7 @@ def _pool_field(field: str, sub: str) -> tuple[str, str]:
 
 def _pool_schema(pool: Pool, targets: list[dict], errors: Errors) -> None:
     data = {"pools": [compiler.pool_dict(pool, targets)], "routes": [], "certificates": []}
-    for err in schema_errors(data):
+    for err in gate.snapshot_errors(data):
         field, sub = _pool_field(*_split(err.path, "pools[0]"))
         if field in ("id", "tenant", "policy"):
             continue
@@ -367,7 +357,7 @@ def _check_certificate(route: Route, errors: Errors) -> None:
         return
     cert = Certificate.objects.filter(pk=route.certificate_id).select_related("tenant").first()
     if cert is None or (route.tenant_id and cert.tenant_id != route.tenant_id):
-        # a tenant learns nothing of a certificate it does not own (SPEC 7)
+        # a tenant learns nothing of a certificate it does not own
         errors.add("certificate", f"unknown certificate {route.certificate_id}")
         return
     if cert.tenant_id != route.tenant_id:
@@ -378,6 +368,29 @@ def _check_certificate(route: Route, errors: Errors) -> None:
         if not pem.covers(cert.sans or [], host):
             errors.add("certificate", f"certificate {cert.name} does not cover {host} "
                                       f"(it covers {', '.join(cert.sans or []) or 'no names'})")
+
+
+def _check_acme(route: Route, errors: Errors) -> None:
+    """A route asking for an automatic certificate: ACME must be configured and every host
+    must be validatable by HTTP-01. An ACME certificate that no longer covers the hosts is
+    detached (the hosts are served by hostname until the new order is issued)."""
+    if not route.acme:
+        return
+    if not settings.SWITCHYARD_ACME_DIRECTORY:
+        errors.add("acme", "automatic certificates are off in this installation "
+                           "(the operator has not set SWITCHYARD_ACME_DIRECTORY)")
+    wildcards = [h for h in route.hosts if h.startswith("*.")]
+    if wildcards:
+        errors.add("acme", f"{', '.join(wildcards)}: wildcards need DNS-01, "
+                           "which this installation does not offer yet")
+    cert = Certificate.objects.filter(pk=route.certificate_id).first() if route.certificate_id else None
+    if cert is None:
+        return
+    if cert.source != Certificate.ACME:
+        errors.add("certificate", f"certificate {cert.name} was uploaded; a route that gets its certificate "
+                                  "automatically (acme) cannot also name an uploaded one")
+    elif not all(pem.covers(cert.sans or [], host) for host in route.hosts):
+        route.certificate = None
 
 
 def _overlap_message(route: Route, other: Route, host: str) -> str:
@@ -393,7 +406,11 @@ def _check_overlaps(route: Route, errors: Errors) -> None:
         return
     key = match_key(route)
     others = Route.objects.filter(enabled=True, path=route.path, path_type=route.path_type).exclude(pk=route.pk)
-    for other in others:
+    # Only the routes sharing a host are loaded whole: a batch of N routes stays cheap.
+    wanted = set(route.hosts)
+    sharing = [pk for pk, hosts in others.values_list("pk", "hosts")
+               if isinstance(hosts, list) and wanted.intersection(str(h).lower().rstrip(".") for h in hosts)]
+    for other in Route.objects.filter(pk__in=sharing):
         if match_key(other) != key:
             continue
         for host in set(route.hosts) & set(normalize_hosts(other.hosts, Errors())):
@@ -412,6 +429,7 @@ def validate_route(route: Route) -> None:
     _check_quota(errors, tenant, Route, "max_routes", "routes", exclude_pk=route.pk)
     _check_delegations(route, errors)
     _check_pool(route, errors)
+    _check_acme(route, errors)
     _check_certificate(route, errors)
     if "hosts" not in errors and "methods" not in errors:
         _check_overlaps(route, errors)
@@ -422,7 +440,7 @@ def validate_route(route: Route) -> None:
 # ------------------------------------------------------------------ certificates
 
 def validate_certificate(cert: Certificate, private_key_pem: str | None, *, ca_bundle_pem: str = ""):
-    """Parses and checks the PEM (SPEC 6) and fills the parsed fields of ``cert``.
+    """Parses and checks the PEM and fills the parsed fields of ``cert``.
 
     ``private_key_pem`` None keeps the stored key (it must still match). Returns the
     ``pem.CertReport`` (warnings are stored, errors refuse the upload).
@@ -447,8 +465,6 @@ def validate_certificate(cert: Certificate, private_key_pem: str | None, *, ca_b
 
 
 def _stored_key(cert: Certificate) -> str | None:
-    from controlplane.certs import crypto
-
     return crypto.decrypt(cert.private_key_encrypted) if cert.private_key_encrypted else None
 
 
@@ -459,7 +475,7 @@ def _fill_parsed(cert: Certificate, report) -> None:
 
 
 def _check_names_delegated(cert: Certificate, tenant, errors: Errors) -> None:
-    """A tenant certificate may name only hosts inside the tenant's delegations (SPEC 7)."""
+    """A tenant certificate may name only hosts inside the tenant's delegations."""
     if tenant is None:
         return
     delegations = list(Delegation.objects.filter(tenant=tenant))

@@ -8,36 +8,42 @@ from __future__ import annotations
 
 import copy
 
+from controlplane import crypto, pem
+from controlplane.proxy.models import Certificate, Pool, Route
 from dataplane import schema
 
-from controlplane.certs import pem
+from .quarantined import left_out
+
+
+# Top-level snapshot keys that apps above this one fill in (``acme_challenges``): key ->
+# a function returning the section, or None to leave the key out.
+SECTIONS: dict = {}
 
 
 def compile_snapshot() -> dict:
     """The enabled routes with the pools and certificates they use, leaving out what is
-    quarantined (``quarantine``): a route, or a pool or certificate with the routes
+    quarantined (``quarantined.left_out``): a route, or a pool or certificate with the routes
     that need it."""
-    from controlplane.proxy.models import Certificate, Route
-
-    from .quarantine import left_out
-
     out = left_out()
     routes = list(Route.objects.filter(enabled=True).exclude(id__in=out["route"]).exclude(pool_id__in=out["pool"])
                   .exclude(certificate_id__in=out["certificate"]).select_related("tenant", "pool").order_by("id"))
     pools = _pools_of(routes)
     certs = [c for c in Certificate.objects.exclude(id__in=out["certificate"]).select_related("tenant").order_by("id")
              if _used(c, routes)]
-    return {
+    snapshot = {
         "schema": schema.SCHEMA_VERSION,
         "pools": [pool_dict(p, list(p.targets.order_by("id"))) for p in pools],
         "routes": [route_dict(r) for r in routes],
         "certificates": [certificate_dict(c) for c in certs],
     }
+    for key, build in SECTIONS.items():
+        section = build()
+        if section:
+            snapshot[key] = section
+    return snapshot
 
 
 def _pools_of(routes) -> list:
-    from controlplane.proxy.models import Pool
-
     ids = sorted({r.pool_id for r in routes})
     return list(Pool.objects.filter(id__in=ids).select_related("tenant").order_by("id"))
 
@@ -168,9 +174,6 @@ def materialize(snapshot: dict) -> dict:
     A certificate deleted since the version was made gets an empty key; a key that
     cannot be decrypted raises ``crypto.DecryptionError``.
     """
-    from controlplane.certs import crypto
-    from controlplane.proxy.models import Certificate
-
     out = copy.deepcopy(snapshot)
     ids = [c.get("id") for c in out.get("certificates") or [] if isinstance(c, dict)]
     keys = dict(Certificate.objects.filter(id__in=ids).values_list("id", "private_key_encrypted"))

@@ -1,4 +1,4 @@
-"""The data-plane sync WebSocket (SPEC 3), control-plane side.
+"""The data-plane sync WebSocket, control-plane side.
 
 A node connects to ``/ws/dataplane/`` with ``Authorization: Bearer <node token>``,
 says hello with the version and hash it runs, and gets the current snapshot pushed
@@ -22,6 +22,12 @@ full buffer, or a second Daphne on the same database that could not bind: the hi
 is gone), so in embedded mode each consumer also polls the newest version number
 and the health generation every ``SWITCHYARD_POLL_SECONDS`` (0.5 s) as the fallback.
 
+The channel layer is optional for a consumer (``layerlink.LayerTolerantMixin``): while it is
+down or frozen the consumer keeps answering its node from the database; every layer
+call waits at most ``LAYER_TIMEOUT``, group messages are read by a background task
+that survives the layer's errors, and the groups are joined again, with backoff,
+once the layer is back.
+
 The consumer only translates messages; all ORM work is in the small functions at
 the bottom, run through ``database_sync_to_async``.
 """
@@ -41,10 +47,15 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from controlplane.alerts.hooks import node_rejected_config
 from controlplane.diagnostics.relay import DiagnosticsMixin
 from controlplane.health.status import health_generation, health_message, health_snapshot
 from controlplane.publishing import localhints, notify
+from controlplane.publishing.compiler import materialize
+from controlplane.publishing.layerlink import LayerTolerantMixin
+from controlplane.publishing.quarantine import quarantine_rejected
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
+from controlplane.telemetry.store import store_stats_async
 from controlplane.tenancy.models import hash_token
 from dataplane import schema
 
@@ -56,8 +67,6 @@ MAX_ERROR_PATH = 300
 MAX_ERROR_MESSAGE = 1000
 # A push not answered on this connection within this time may be sent again.
 PUSH_ANSWER_TIMEOUT = 120.0
-
-
 @dataclass(frozen=True)
 class PushPlan:
     version: int
@@ -65,8 +74,8 @@ class PushPlan:
     snapshot: dict  # materialized: private keys included
 
 
-class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
-    """The sync protocol below; diagnostics (SPEC 9: tail, capture, probe) come from
+class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, AsyncWebsocketConsumer):
+    """The sync protocol below; diagnostics (tail, capture, probe) come from
     ``controlplane.diagnostics.relay.DiagnosticsMixin``."""
 
     # ------------------------------------------------------------ lifecycle
@@ -84,6 +93,7 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
         self.push_lock = asyncio.Lock()
         self.pending_check: asyncio.Task | None = None
         self.poll_task: asyncio.Task | None = None
+        self.traffic_hint: asyncio.Task | None = None
         self.known_latest: int | None = None
         self.health_generation: int | None = None  # last health state sent to the node
 
@@ -96,10 +106,10 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
             return
         self.node_id, self.node_name = node
         await self.accept()
-        localhints.ensure_receiver(self.channel_layer)  # embedded mode: hints from other processes
+        localhints.ensure_receiver(self.channel_layer.layer)  # embedded mode: hints from other processes
 
     async def disconnect(self, code):
-        for task in (self.pending_check, self.poll_task):
+        for task in (self.pending_check, self.poll_task, self.traffic_hint):
             if task is not None:
                 task.cancel()
         if getattr(self, "in_group", False):
@@ -204,7 +214,6 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
         """A traffic report: validated here (untrusted input), stored by telemetry."""
         if not self.greeted:
             return
-        from controlplane.telemetry.store import store_stats_async
         try:
             report = schema.parse_stats(msg)
         except schema.StatsInvalid as exc:
@@ -215,11 +224,11 @@ class DataPlaneConsumer(DiagnosticsMixin, AsyncWebsocketConsumer):
         except Exception:  # telemetry must never cost the node its sync connection
             log.exception("sync: storing traffic of node %s failed", self.node_name)
             return
-        if stored:
-            try:
-                await notify.traffic_updated()
-            except Exception:
-                log.exception("sync: the traffic.updated hint failed")
+        if not stored or not self.channel_layer.in_groups:  # no hint into a known outage
+            return
+        if self.traffic_hint is None or self.traffic_hint.done():
+            # in the background: a frozen layer must not hold up this node's heartbeats
+            self.traffic_hint = asyncio.create_task(notify.traffic_updated())
 
     def _answered(self, nonce, version):
         if nonce not in self.nonces:
@@ -327,7 +336,7 @@ def bearer_token(scope) -> str:
         if name.lower() == b"authorization":
             try:
                 scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            except Exception:
+            except (AttributeError, UnicodeDecodeError):
                 return ""
             if scheme.lower() == "bearer":
                 return token.strip()
@@ -421,21 +430,10 @@ def materialized(number, digest, snapshot):
     key = (number, digest)
     cached = _materialized_cache.get(key)
     if cached is None:
-        cached = _materialize(snapshot)
+        cached = materialize(snapshot)
         _materialized_cache.clear()
         _materialized_cache[key] = cached
     return cached
-
-
-def _materialize(snapshot):
-    try:
-        from controlplane.publishing.compiler import materialize
-    except ImportError:
-        if snapshot.get("certificates"):
-            log.error("sync: controlplane.publishing.compiler.materialize is missing; "
-                      "pushing certificates without private keys")
-        return snapshot
-    return materialize(snapshot)
 
 
 def record_ack(node_id, nonce, version, digest, apply_ms):
@@ -451,9 +449,6 @@ def record_ack(node_id, nonce, version, digest, apply_ms):
 def record_nack(node_id, nonce, version, digest, errors):
     """Record the NACK, quarantine the objects it names (publishing the rest), and alert
     the platform about what no quarantine covers."""
-    from controlplane.alerts.hooks import node_rejected_config
-    from controlplane.publishing.quarantine import quarantine_rejected
-
     now = timezone.now()
     with transaction.atomic():
         Node.objects.filter(pk=node_id).update(

@@ -22,7 +22,7 @@ the data-plane connections. This module bridges that gap on one host:
   sockets have no file permissions; a JSON object of a known type with well-formed
   fields and nothing else)
   and re-sends each valid one with ``group_send`` on the local in-memory layer to
-  ``notify.DATAPLANE_GROUP`` (config/health) or ``notify.LIVE_GROUP`` (traffic).
+  ``hints.DATAPLANE_GROUP`` (config/health) or ``hints.LIVE_GROUP`` (traffic).
   Datagrams sent by its own process are ignored. If another process already holds the
   address (a second Daphne on the same database), this is logged once at info level
   and that process relies on polling; binding is retried at the next connect after
@@ -46,6 +46,8 @@ import sys
 import time
 
 from django.conf import settings
+
+from controlplane.publishing import hints
 
 log = logging.getLogger("switchyard.hints")
 
@@ -99,8 +101,6 @@ def bridged(layer) -> bool:
 
 def parse(data) -> tuple[str, dict] | None:
     """(group, message) for a well-formed hint datagram, else None. ``data`` is untrusted."""
-    from controlplane.publishing import notify
-
     if not isinstance(data, (bytes, bytearray)) or not data or len(data) > MAX_DATAGRAM:
         return None
     try:
@@ -110,11 +110,11 @@ def parse(data) -> tuple[str, dict] | None:
     if not isinstance(obj, dict):
         return None
     kind = obj.get("type")
-    if kind == notify.CONFIG_CHANGED and obj.keys() == {"type"}:
-        return notify.DATAPLANE_GROUP, {"type": notify.CONFIG_CHANGED}
-    if kind == notify.TRAFFIC_UPDATED and obj.keys() == {"type"}:
-        return notify.LIVE_GROUP, {"type": notify.TRAFFIC_UPDATED}
-    if kind == notify.HEALTH_CHANGED and obj.keys() == {"type", "targets"}:
+    if kind == hints.CONFIG_CHANGED and obj.keys() == {"type"}:
+        return hints.DATAPLANE_GROUP, {"type": hints.CONFIG_CHANGED}
+    if kind == hints.TRAFFIC_UPDATED and obj.keys() == {"type"}:
+        return hints.LIVE_GROUP, {"type": hints.TRAFFIC_UPDATED}
+    if kind == hints.HEALTH_CHANGED and obj.keys() == {"type", "targets"}:
         targets = obj["targets"]
         if not isinstance(targets, dict) or not targets or len(targets) > MAX_TARGETS:
             return None
@@ -122,7 +122,7 @@ def parse(data) -> tuple[str, dict] | None:
             if not (isinstance(value, bool) and 0 < len(key) <= MAX_TARGET_ID_LEN
                     and key.isascii() and key.isdigit()):
                 return None
-        return notify.DATAPLANE_GROUP, {"type": notify.HEALTH_CHANGED, "targets": dict(targets)}
+        return hints.DATAPLANE_GROUP, {"type": hints.HEALTH_CHANGED, "targets": dict(targets)}
     return None
 
 
@@ -159,7 +159,7 @@ def forward(message: dict, layer, address: str | None = None) -> None:
             log.debug("hints: not forwarding %r (too large or not a known hint)", message.get("type"))
             return
         send_datagram(address, data)
-    except Exception:  # noqa: BLE001 - a hint must never fail the caller
+    except Exception:  # a hint must never fail the caller
         log.debug("hints: forwarding failed", exc_info=True)
 
 
@@ -241,7 +241,7 @@ class HintReceiver:
                 return
             try:
                 self._handle(data, ancdata, flags)
-            except Exception:  # noqa: BLE001 - one bad datagram must not stop the receiver
+            except Exception:  # one bad datagram must not stop the receiver
                 self.dropped += 1
                 log.exception("hints: handling a datagram failed")
 
@@ -283,7 +283,7 @@ class HintReceiver:
             if layer is not None:
                 await layer.group_send(group, message)
                 self.delivered += 1
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("hints: delivering a %s hint failed", message.get("type"))
 
 
@@ -333,6 +333,6 @@ def ensure_receiver(layer, address: str | None = None) -> HintReceiver | None:
         _receiver = receiver
         log.info("hints: receiving cross-process hints on @%s", address[1:])
         return receiver
-    except Exception:  # noqa: BLE001 - the bridge is an optimisation; never fail a connect
+    except Exception:  # the bridge is an optimisation; never fail a connect
         log.exception("hints: starting the receiver failed")
         return None

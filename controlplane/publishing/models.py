@@ -1,6 +1,5 @@
 import secrets
 
-from django.conf import settings
 from django.db import models
 
 from controlplane.tenancy.models import hash_token

@@ -20,19 +20,17 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from controlplane.publishing import localhints
+from controlplane.publishing.hints import (
+    CONFIG_CHANGED,
+    DATAPLANE_GROUP,
+    HEALTH_CHANGED,
+    LIVE_GROUP,
+    TRAFFIC_UPDATED,
+)
 
 log = logging.getLogger("switchyard.hints")
 
 HINT_SEND_TIMEOUT = 2.0
-
-DATAPLANE_GROUP = "switchyard.dataplane"
-CONFIG_CHANGED = "config.changed"    # handled by DataPlaneConsumer.config_changed
-HEALTH_CHANGED = "health.changed"    # handled by DataPlaneConsumer.health_changed
-
-# Dashboard live views (/ws/live/) listen here; hints only, harmless when nobody listens.
-LIVE_GROUP = "switchyard.live"
-TRAFFIC_UPDATED = "traffic.updated"  # a node's traffic report was stored
-
 
 hints_lost = 0  # by this process, since it started; reported in each loss's warning
 

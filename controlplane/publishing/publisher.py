@@ -3,26 +3,28 @@
 Every config write takes ``lock()`` first (a PostgreSQL transaction-level advisory
 lock; SQLite already serialises writers with ``BEGIN IMMEDIATE``), so validation,
 compilation and version numbering all see the same committed state and two
-concurrent publishes can never both claim number N+1.
+concurrent publishes can never both claim number N+1. ``batch()`` makes many
+changes one version.
 """
 from __future__ import annotations
 
-import re
+import contextlib
+import contextvars
+from dataclasses import dataclass
 
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from dataplane import applier, schema
-
 from controlplane.audit.services import Actor, record
-from controlplane.certs import crypto
-from controlplane.proxy.validation import POOL_PREFIXES, POOL_UNPREFIXED
+from dataplane import schema
 
-from . import compiler, notify
+from . import compiler, gate, notify, restore
+from .gate import KINDS, label
 from .models import ConfigVersion
 
 ADVISORY_LOCK_KEY = 0x5377_6974_6368  # "Switch"
-SNAPSHOT_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]\.?([a-z_]*)\.?(.*)")
+
+_batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("switchyard_publish_batch", default=None)
 
 
 def lock() -> None:
@@ -36,44 +38,46 @@ def current_version() -> ConfigVersion | None:
     return ConfigVersion.objects.order_by("-number").first()
 
 
-def check_snapshot(snapshot: dict) -> None:
-    """The one gate of what nodes run (SPEC 7): refuse a snapshot a node would refuse.
+@dataclass
+class Batch:
+    """The publishes deferred by ``batch()``; ``version`` is what its end published."""
+    actor: Actor | None
+    note: str
+    pending: bool = False
+    version: ConfigVersion | None = None
 
-    The node's own build (``dataplane.applier.check_snapshot``) runs on the snapshot
-    with its private keys filled in, as a push carries it; each problem is reported
-    under the model field its snapshot path names, with the object it belongs to."""
+
+@contextlib.contextmanager
+def batch(actor: Actor | None, note: str = ""):
+    """Many changes, one version: inside the block ``publish`` only notes that the config
+    changed (and returns None); the end of the outermost block publishes once, with its
+    actor and note. A block that raises publishes nothing. Use it inside the transaction
+    that makes the changes."""
+    outer = _batch.get()
+    if outer is not None:
+        yield outer
+        return
+    current = Batch(actor, note)
+    token = _batch.set(current)
     try:
-        applier.check_snapshot(compiler.materialize(snapshot))
-    except crypto.DecryptionError as exc:
-        raise ValidationError({"private_key_pem": [f"a stored private key {exc}"]}) from None
-    except schema.SnapshotInvalid as exc:
-        by_field: dict[str, list[str]] = {}
-        for error in exc.errors:
-            field, message = _placed(snapshot, error)
-            by_field.setdefault(field, []).append(message)
-        raise ValidationError(by_field) from None
-
-
-def _placed(snapshot: dict, error: schema.SchemaError) -> tuple[str, str]:
-    """``pools[1].tls.ca_pem`` → (``tls_ca_pem``, ``pool alpha/web: <message>``)."""
-    m = SNAPSHOT_PATH.fullmatch(error.path)
-    if m is None:
-        return NON_FIELD_ERRORS, f"{error.path}: {error.message}"
-    key, index, field, rest = m.groups()
-    if key == "pools" and field in POOL_PREFIXES and rest:
-        name, _, rest = rest.partition(".")
-        field = name if name in POOL_UNPREFIXED else POOL_PREFIXES[field] + name
-    item = snapshot[key][int(index)]
-    detail = f"{rest}: {error.message}" if rest else error.message
-    return field or NON_FIELD_ERRORS, f"{KINDS_BY_KEY[key]} {_label(item)}: {detail}"
+        yield current
+    finally:
+        _batch.reset(token)
+    if current.pending:
+        current.version = publish(actor, note)
 
 
 def publish(actor: Actor | None, note: str = "", *, rolled_back_from: int | None = None) -> ConfigVersion | None:
-    """Compile and store a new version when the config changed; None for a no-op."""
+    """Compile and store a new version when the config changed; None for a no-op (and
+    inside ``batch()``, which publishes at its end)."""
+    deferred = _batch.get()
+    if deferred is not None:
+        deferred.pending = True
+        return None
     with transaction.atomic():
         lock()
         snapshot = compiler.compile_snapshot()
-        check_snapshot(snapshot)
+        gate.check_snapshot(snapshot)
         digest = schema.snapshot_hash(snapshot)
         latest = ConfigVersion.objects.select_for_update().order_by("-number").first()
         if latest is not None and latest.sha256 == digest:
@@ -93,8 +97,6 @@ def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion 
     names are restored to its content (re-created when deleted). Returns None when
     the live config already is that version.
     """
-    from . import restore
-
     with transaction.atomic():
         lock()
         target = ConfigVersion.objects.filter(number=number).first()
@@ -104,16 +106,13 @@ def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion 
         restore.restore_snapshot(target.snapshot, number)
         version = publish(actor, note or f"rollback to version {number}", rolled_back_from=number)
         record(actor, "rollback", version or target, note=note,
-               config_version=version.number if version else None, before={"version": before.number if before else None},
+               config_version=version.number if version else None,
+               before={"version": before.number if before else None},
                after={"version": version.number if version else number, "rolled_back_from": number})
         return version
 
 
 # ------------------------------------------------------------------ diff
-
-KINDS = (("routes", "route"), ("pools", "pool"), ("certificates", "certificate"))
-KINDS_BY_KEY = dict(KINDS)
-
 
 def _flatten(item: dict) -> dict:
     flat = {}
@@ -124,10 +123,6 @@ def _flatten(item: dict) -> dict:
         else:
             flat[key] = value
     return flat
-
-
-def _label(item: dict) -> str:
-    return f"{item['tenant']}/{item.get('name')}" if item.get("tenant") else str(item.get("name"))
 
 
 def _changed_fields(before: dict, after: dict) -> list[dict]:
@@ -151,7 +146,7 @@ def diff(a: ConfigVersion, b: ConfigVersion) -> list[dict]:
 def _change(kind: str, item_id: int, old: dict | None, new: dict | None) -> list[dict]:
     if old == new:
         return []
-    base = {"kind": kind, "id": item_id, "name": _label(new or old)}
+    base = {"kind": kind, "id": item_id, "name": label(new or old)}
     if old is None:
         return [{**base, "action": "added", "fields": _changed_fields({}, new)}]
     if new is None:

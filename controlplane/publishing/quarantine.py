@@ -1,4 +1,4 @@
-"""Quarantine (SPEC 7): what a node still rejects must not hold back anyone else.
+"""Quarantine: what a node still rejects must not hold back anyone else.
 
 The gate keeps snapshots a node would refuse from becoming versions, but a node of
 another software version (version skew) may still NACK one. Its errors name paths
@@ -20,25 +20,18 @@ import logging
 import re
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
 
+from controlplane.alerts.hooks import object_quarantined
 from controlplane.audit.services import Actor, record
 
 from . import publisher
 from .models import ConfigVersion, Node, Quarantine
+from .quarantined import MODELS, Key, in_force, keeping_out  # noqa: F401 - what the API and the templates import from here
 
 log = logging.getLogger("switchyard.quarantine")
 
 ERROR_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]")
 KIND_OF_LIST = {"routes": Quarantine.ROUTE, "pools": Quarantine.POOL, "certificates": Quarantine.CERTIFICATE}
-
-Key = tuple[str, int]  # (kind, object id)
-
-
-def _models() -> dict:
-    from controlplane.proxy.models import Certificate, Pool, Route
-
-    return {Quarantine.ROUTE: Route, Quarantine.POOL: Pool, Quarantine.CERTIFICATE: Certificate}
 
 
 def named_objects(snapshot: dict, errors: list[dict]) -> dict[Key, list[dict]]:
@@ -56,36 +49,6 @@ def named_objects(snapshot: dict, errors: list[dict]) -> dict[Key, list[dict]]:
         if isinstance(item, dict) and isinstance(item.get("id"), int):
             named.setdefault((KIND_OF_LIST[match[1]], item["id"]), []).append(error)
     return named
-
-
-def in_force() -> dict[Key, Quarantine]:
-    """The quarantines that hold: their object exists, unchanged since it was rejected."""
-    unchanged = Q()
-    for kind, model in _models().items():
-        same = model.objects.filter(pk=OuterRef("object_id"), updated=OuterRef("object_updated"))
-        unchanged |= Q(kind=kind) & Q(Exists(same))
-    return {(q.kind, q.object_id): q
-            for q in Quarantine.objects.filter(unchanged).select_related("node").order_by("id")}
-
-
-def left_out() -> dict[str, set[int]]:
-    """Ids of the quarantined objects, by kind (what the compiler leaves out)."""
-    ids: dict[str, set[int]] = {kind: set() for kind in KIND_OF_LIST.values()}
-    for kind, object_id in in_force():
-        ids[kind].add(object_id)
-    return ids
-
-
-def keeping_out(obj, quarantines: dict[Key, Quarantine]) -> Quarantine | None:
-    """The quarantine (of ``quarantines``, see ``in_force``) that keeps ``obj`` (a route,
-    pool or certificate) out of the config: its own, or for a route that of its pool or
-    of the certificate it names."""
-    kind = obj._meta.model_name
-    own = quarantines.get((kind, obj.pk))
-    if own is not None or kind != Quarantine.ROUTE:
-        return own
-    return quarantines.get((Quarantine.POOL, obj.pool_id)) or quarantines.get((Quarantine.CERTIFICATE,
-                                                                                 obj.certificate_id))
 
 
 def quarantine_rejected(node: Node, number: int, errors: list[dict]) -> bool:
@@ -113,7 +76,7 @@ def quarantine_rejected(node: Node, number: int, errors: list[dict]) -> bool:
 
 def _quarantine(node: Node, rejected: ConfigVersion, key: Key, errors: list[dict]) -> Quarantine | None:
     kind, object_id = key
-    obj = _models()[kind].objects.filter(pk=object_id).first()
+    obj = MODELS[kind].objects.filter(pk=object_id).first()
     if obj is None or obj.updated > rejected.created:
         return None  # deleted or saved since: what the node rejected is gone already
     return Quarantine.objects.create(
@@ -122,16 +85,13 @@ def _quarantine(node: Node, rejected: ConfigVersion, key: Key, errors: list[dict
 
 
 def _publish_without(quarantines: list[Quarantine]) -> None:
-    from controlplane.alerts.hooks import object_quarantined
-
     first = quarantines[0]
     names = ", ".join(f"{q.kind} {q.object_name}" for q in quarantines)
     version = publisher.publish(Actor.system(), f"quarantine: node {first.node_name} rejected {names} "
                                                 f"in version {first.version}")
     left_out_of = version.number if version else None
-    objects = _models()
     for q in quarantines:
-        obj = objects[q.kind].objects.get(pk=q.object_id)
+        obj = MODELS[q.kind].objects.get(pk=q.object_id)
         record(Actor.system(), "quarantine", obj, after={
             "rejected_version": q.version, "node": q.node_name, "errors": q.errors, "left_out_of": left_out_of,
         }, note=f"node {q.node_name} rejected it: {q.error}", config_version=left_out_of)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
+from controlplane.proxy.models import Certificate, Pool, Route, Target
 from controlplane.tenancy.models import Tenant
+
+from . import checks
 
 POOL_FIELDS = ("name", "algorithm", "hash_on", "hash_key", "sticky_cookie", "connect_timeout",
                "read_timeout", "retries")
@@ -24,8 +27,6 @@ CHECK_FIELDS = {"type": "health_check_type", "path": "health_check_path", "metho
 
 
 def restore_snapshot(snapshot: dict, number: int) -> None:
-    from controlplane.proxy.models import Route
-
     tenants = _tenants(snapshot)
     _check_certificates(snapshot)
     pools = [_restore_pool(p, tenants, number) for p in snapshot.get("pools") or []]
@@ -47,8 +48,6 @@ def _tenants(snapshot: dict) -> dict:
 
 
 def _check_certificates(snapshot: dict) -> None:
-    from controlplane.proxy.models import Certificate
-
     wanted = {c["id"]: c["name"] for c in snapshot.get("certificates") or []}
     present = set(Certificate.objects.filter(id__in=list(wanted)).values_list("id", flat=True))
     gone = [f"{name} (id {cid})" for cid, name in wanted.items() if cid not in present]
@@ -65,8 +64,6 @@ def _free_name(model, tenant, name: str, keep_id: int, number: int) -> None:
 
 
 def _restore_pool(data: dict, tenants: dict, number: int):
-    from controlplane.proxy.models import Pool
-
     tenant = tenants[data.get("tenant")]
     _free_name(Pool, tenant, data["name"], data["id"], number)
     pool = Pool.objects.filter(id=data["id"]).first() or Pool(id=data["id"])
@@ -90,8 +87,6 @@ def _restore_pool(data: dict, tenants: dict, number: int):
 
 
 def _restore_targets(pool, targets: list[dict]) -> None:
-    from controlplane.proxy.models import Target
-
     keep = [t["id"] for t in targets]
     Target.objects.filter(pool=pool).exclude(id__in=keep).delete()
     for t in targets:
@@ -101,8 +96,6 @@ def _restore_targets(pool, targets: list[dict]) -> None:
 
 
 def _restore_route(data: dict, tenants: dict, number: int):
-    from controlplane.proxy.models import Route
-
     tenant = tenants[data.get("tenant")]
     _free_name(Route, tenant, data["name"], data["id"], number)
     route = Route.objects.filter(id=data["id"]).first() or Route(id=data["id"])
@@ -115,21 +108,10 @@ def _restore_route(data: dict, tenants: dict, number: int):
 
 
 def _validate(pools, routes) -> None:
-    from controlplane.proxy import validation
-
     problems = []
     for pool in pools:
-        problems += _problems(f"pool {pool.name}", validation.validate_pool,
-                              pool, list(pool.targets.order_by("id").values("id", "host", "port", "weight", "state")))
+        problems += checks.pool_problems(f"pool {pool.name}", pool)
     for route in routes:
-        problems += _problems(f"route {route.name}", validation.validate_route, route)
+        problems += checks.route_problems(f"route {route.name}", route)
     if problems:
         raise ValidationError({"number": problems})
-
-
-def _problems(label: str, check, *args) -> list[str]:
-    try:
-        check(*args)
-    except ValidationError as exc:
-        return [f"{label}: {field}: {msg}" for field, msgs in exc.message_dict.items() for msg in msgs]
-    return []

@@ -4,7 +4,7 @@ from django.db.models.signals import post_migrate
 
 class TelemetryConfig(AppConfig):
     """Traffic reported by the nodes (schema.MSG_STATS), stored per minute, route and
-    node for the dashboard's charts and the "why 502/504" breakdown (SPEC 8, 9)."""
+    node for the dashboard's charts and the "why 502/504" breakdown."""
     name = "controlplane.telemetry"
     label = "telemetry"
     verbose_name = "Traffic telemetry"

@@ -21,7 +21,9 @@ from typing import Any, Iterable
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from controlplane.proxy.models import Route, Target
 from controlplane.telemetry.models import STATUS_FIELDS, TargetEjection, TrafficMinute
+from controlplane.telemetry.proxystatus import status_of
 from dataplane import schema
 
 BOUNDS = schema.LATENCY_BUCKETS
@@ -127,7 +129,6 @@ class _Acc:
 
 def _route_filter(routes) -> dict:
     if isinstance(routes, QuerySet):
-        from controlplane.proxy.models import Route
         if routes.model is Route:
             return {"route_id__in": routes.values("pk")}
         return {"route_id__in": routes}
@@ -216,6 +217,28 @@ def route_summary(routes, minutes: int = 60, now: dt.datetime | None = None) -> 
     return _summary(acc, _window_seconds(now, start, current), minutes)
 
 
+def node_breakdown(node_id: int, minutes: int = 60, tenant_ids=None,
+                   now: dt.datetime | None = None) -> tuple[dict, dict[int, dict]]:
+    """What one node forwarded in the window: the ``route_summary`` figures of all of it,
+    and those of each route with traffic, by route id. ``tenant_ids`` (None: all)
+    limits both to those tenants' routes."""
+    now = now or clock()
+    start, current = _window(minutes, now)
+    rows = TrafficMinute.objects.filter(node_id=node_id, minute__gte=start)
+    if tenant_ids is not None:
+        rows = rows.filter(tenant_id__in=list(tenant_ids))
+    total, per_route = _Acc(), {}
+    for row in rows.values(*_VALUES).iterator(chunk_size=2000):
+        total.add(row)
+        acc = per_route.get(row["route_id"])
+        if acc is None:
+            acc = per_route[row["route_id"]] = _Acc()
+        acc.add(row)
+    seconds = _window_seconds(now, start, current)
+    return (_summary(total, seconds, minutes),
+            {route_id: _summary(acc, seconds, minutes) for route_id, acc in per_route.items()})
+
+
 def _summary(acc: _Acc, seconds: float, minutes: int) -> dict:
     figures = acc.figures(seconds)
     return {
@@ -225,7 +248,7 @@ def _summary(acc: _Acc, seconds: float, minutes: int) -> dict:
         "error_rate": figures["error_rate"],
         "by_status": figures["by_status"],
         "errors_by_type": [
-            {"type": kind, "count": n, "status": _status_of(kind),
+            {"type": kind, "count": n, "status": status_of(kind),
              "share": round(n / acc.requests, 6) if acc.requests else 0.0}
             for kind, n in figures["by_proxy_status"].items()],
         "latency": {name: figures[name] for name, _ in QUANTILES},
@@ -233,12 +256,6 @@ def _summary(acc: _Acc, seconds: float, minutes: int) -> dict:
         "bytes_in": figures["bytes_in"],
         "bytes_out": figures["bytes_out"],
     }
-
-
-def _status_of(kind: str) -> int | None:
-    from dataplane.errors import ERRORS
-    entry = ERRORS.get(kind)
-    return entry[0] if entry else None
 
 
 def overview(routes, minutes: int = 5, now: dt.datetime | None = None) -> dict:
@@ -262,7 +279,6 @@ def ejections(target_ids=None, now: dt.datetime | None = None) -> list[dict]:
     qs = TargetEjection.objects.filter(until__gt=now).select_related("node")
     if target_ids is not None:
         if isinstance(target_ids, QuerySet):
-            from controlplane.proxy.models import Target
             qs = qs.filter(target_id__in=target_ids.values("pk") if target_ids.model is Target
                            else target_ids)
         else:

@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from controlplane.proxy.models import Route, Target
 from controlplane.telemetry.models import STATUS_FIELDS, TargetEjection, TrafficMinute
 from dataplane import schema
 
@@ -91,8 +92,6 @@ def _merge_one(minute, node_id, route_id, tenant_id, t: schema.RouteTraffic) -> 
 
 def store_stats(node_id: int, report: schema.StatsReport, now: dt.datetime | None = None) -> int:
     """Merge ``report`` into the minute of ``now``; returns the number of routes stored."""
-    from controlplane.proxy.models import Route, Target
-
     now = now or clock()
     minute = minute_of(now)
     stored = 0

@@ -10,7 +10,9 @@ import os
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
+
 from controlplane.beat import ensure_crontab_task
+from controlplane.telemetry.models import TargetEjection, TrafficMinute
 
 log = logging.getLogger("switchyard.telemetry")
 
@@ -37,8 +39,6 @@ def retention_hours() -> float:
 def purge_traffic(now=None) -> int:
     """Delete traffic minutes older than the retention; returns how many rows went.
     Deletes in batches so a long backlog never holds one huge transaction."""
-    from controlplane.telemetry.models import TargetEjection, TrafficMinute
-
     now = now or timezone.now()
     cutoff = now - dt.timedelta(hours=retention_hours())
     deleted = 0
@@ -57,7 +57,8 @@ def purge_traffic(now=None) -> int:
 def ensure_schedules(using: str = "default", apps=None) -> None:
     """Create the beat schedule of this module's task when it is missing (idempotent)."""
     ensure_crontab_task(SCHEDULE_NAME, TASK_NAME, {"minute": "7", "hour": "*"},
-                        "Hourly: delete traffic minutes older than SWITCHYARD_TRAFFIC_RETENTION_HOURS (default 48).", using=using, apps=apps)
+                        "Hourly: delete traffic minutes older than SWITCHYARD_TRAFFIC_RETENTION_HOURS (default 48).",
+                        using=using, apps=apps)
 
 
 def ensure_schedules_after_migrate(sender, using="default", apps=None, **kwargs) -> None:

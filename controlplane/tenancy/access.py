@@ -1,4 +1,4 @@
-"""Who may see and change what (SPEC 7): the one tenant-scoping helper.
+"""Who may see and change what: the one tenant-scoping helper.
 
 Used by the dashboard and meant for the REST API too, so both apply the same rules:
 

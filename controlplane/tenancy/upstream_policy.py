@@ -1,4 +1,4 @@
-"""Where a tenant's upstream targets may point (SPEC 7). Pure functions; Django only
+"""Where a tenant's upstream targets may point. Pure functions; Django only
 for the setting that names the reserved endpoints.
 
 A tenant target may not reach loopback, link-local (cloud metadata included),

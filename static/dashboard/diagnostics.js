@@ -1,4 +1,4 @@
-// Live tail (SPEC 9.2): JSON lines streamed from /api/v1/diagnostics/tail/?output=jsonl (session auth).
+// Live tail: JSON lines streamed from /api/v1/diagnostics/tail/?output=jsonl (session auth).
 (function () {
   "use strict";
   var cfgEl = document.getElementById("tail-config");
@@ -18,11 +18,13 @@
     tr.className = "tail-line" + (line.status >= 500 ? " bad" : "");
     tr.dataset.status = line.status;
     tr.dataset.proxyStatus = line.proxy_status || line.code || "";
+    tr.dataset.reason = line.reason || "";
     cell(tr, (line.time || line.ts || "").toString().slice(11, 23), "small nowrap");
     cell(tr, line.node, "small"); cell(tr, line.client_addr, "small mono");
     cell(tr, line.method); cell(tr, line.host, "small"); cell(tr, line.path || line.url, "small mono");
     cell(tr, line.status);
-    cell(tr, line.proxy_status || line.code || "", "small");
+    var ending = line.proxy_status || line.code || "";
+    cell(tr, line.reason && line.reason !== ending ? ending + " (" + line.reason + ")" : ending, "small");
     cell(tr, fmt(line.duration != null ? line.duration : line.total), "small");
     cell(tr, fmt(line.upstream_first_byte_time), "small");
     cell(tr, line.target || line.upstream_addr || "", "small mono");

@@ -1,4 +1,4 @@
-/* Live updates over /ws/live/ (SPEC 8). The server sends {"type": "state", ...}
+/* Live updates over /ws/live/. The server sends {"type": "state", ...}
  * whenever node status, target health, the current version or traffic change.
  * This script (1) fills elements marked data-live="key" with values of the message,
  * (2) fires DOM events that htmx panels listen to (hx-trigger="live-nodes from:body")

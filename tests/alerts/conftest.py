@@ -1,7 +1,11 @@
 import pytest
 
 from tests.alerts.servers import (  # noqa: F401 - fixtures
-    eager_celery, retry_queue, second_webhook_server, smtp_server, webhook_server,
+    eager_celery,
+    retry_queue,
+    second_webhook_server,
+    smtp_server,
+    webhook_server,
 )
 
 

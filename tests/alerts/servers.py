@@ -11,20 +11,15 @@ import email.policy
 import hashlib
 import hmac
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.support import free_port
+
 WEBHOOK_SECRET = "s3cret-for-hmac"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------ SMTP
@@ -93,7 +88,7 @@ class WebhookServer:
 
 def _handler(server_state: WebhookServer):
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             expected = "sha256=" + hmac.new(server_state.secret.encode(), body, hashlib.sha256).hexdigest()
             signature = self.headers.get("X-Switchyard-Signature", "")

@@ -5,7 +5,8 @@ import json
 import pytest
 from django.db import transaction
 
-from controlplane.alerts import hooks, services, tasks
+from controlplane.alerts import hooks, services, tasks, validation
+from controlplane.alerts.delivery import sign, verify_signature, webhook_payload
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
 from controlplane.proxy.models import Pool, Target
 from controlplane.publishing.models import Node
@@ -47,7 +48,7 @@ def test_it_posts_a_signed_webhook_the_receiver_can_verify(
 
     [received] = webhook_server.requests
     assert received.signature_valid, received.headers
-    assert received.headers["X-Switchyard-Signature"] == services.sign(WEBHOOK_SECRET, received.body)
+    assert received.headers["X-Switchyard-Signature"] == sign(WEBHOOK_SECRET, received.body)
     assert received.headers["Content-Type"] == "application/json"
     payload = received.json
     assert payload["text"] == "[target_down] Target 10.0.0.5:80 in pool web is DOWN: timeout"
@@ -239,12 +240,12 @@ def test_it_refuses_a_tenant_webhook_to_a_forbidden_address(
         webhook_server, eager_celery, retry_queue, make_tenant, make_channel, django_capture_on_commit_callbacks):
     shop = make_tenant("shop")  # no allowed networks: loopback is forbidden
     channel = AlertChannel(name="sneaky", tenant=shop, kind=AlertChannel.WEBHOOK, url=webhook_server.url())
-    problems = services.channel_problems(channel)
+    problems = channel.problems()
     assert "loopback" in problems["url"][0]
     for url in ("http://169.254.169.254/latest/meta-data", "http://localhost:8000/", "http://0x7f.1/",
                 "http://[::ffff:127.0.0.1]/"):
-        assert services.url_problems(url, shop), url
-    assert services.url_problems(webhook_server.url(), None) == []  # the platform may use loopback
+        assert validation.url_problems(url, shop), url
+    assert validation.url_problems(webhook_server.url(), None) == []  # the platform may use loopback
 
     # Stored anyway (or the name re-pointed later): delivery checks again and refuses.
     channel.save()
@@ -258,13 +259,13 @@ def test_it_refuses_a_tenant_webhook_to_a_forbidden_address(
                                  "example.test/hook", "http://user:pw@example.test/", "http://:80/"])
 def test_it_accepts_only_http_and_https_webhook_urls(url):
     channel = AlertChannel(name="x", kind=AlertChannel.WEBHOOK, url=url)
-    assert services.channel_problems(channel).get("url")
+    assert channel.problems().get("url")
 
 
 def test_it_validates_email_channels():
-    assert services.channel_problems(AlertChannel(name="m", kind="email", emails=[]))["emails"]
-    assert services.channel_problems(AlertChannel(name="m", kind="email", emails=["not-an-address"]))["emails"]
-    assert services.channel_problems(AlertChannel(name="m", kind="email", emails=["a@example.test"])) == {}
+    assert AlertChannel(name="m", kind="email", emails=[]).problems()["emails"]
+    assert AlertChannel(name="m", kind="email", emails=["not-an-address"]).problems()["emails"]
+    assert AlertChannel(name="m", kind="email", emails=["a@example.test"]).problems() == {}
 
 
 def test_it_refuses_unknown_alert_kinds():
@@ -274,6 +275,6 @@ def test_it_refuses_unknown_alert_kinds():
 
 def test_it_sends_the_same_bytes_it_signs(db):
     alert = Alert.objects.create(kind="acme_failed", subject="s", data={"é": "ü", "n": 1})
-    body = json.dumps(services.webhook_payload(alert), separators=(",", ":")).encode()
-    assert services.verify_signature("k", body, services.sign("k", body))
-    assert not services.verify_signature("other", body, services.sign("k", body))
+    body = json.dumps(webhook_payload(alert), separators=(",", ":")).encode()
+    assert verify_signature("k", body, sign("k", body))
+    assert not verify_signature("other", body, sign("k", body))

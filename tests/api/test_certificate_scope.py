@@ -1,5 +1,5 @@
-"""Certificates are scoped by owner, and delegations never take platform hosts
-(SPEC 7, issue 11): alpha owns alpha.example.com, beta owns beta.example.com."""
+"""Certificates are scoped by owner, and delegations never take platform hosts:
+alpha owns alpha.example.com, beta owns beta.example.com."""
 import pytest
 
 from controlplane.proxy import services

@@ -1,4 +1,4 @@
-"""Issue 11 reproduced through the API as a tenant editor: values a node cannot apply or
+"""Through the API as a tenant editor: values a node cannot apply or
 that would split a response are refused with a 400 naming the field; nothing is stored
 and no version is made, so no node is ever asked to run them."""
 import json

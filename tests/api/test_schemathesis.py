@@ -39,8 +39,8 @@ def run_schemathesis(url: str, token: str, tmp_path: Path, label: str) -> tuple[
     cmd = [str(SCHEMATHESIS), "run", f"{url}/api/v1/schema/?format=json",
            "-H", f"Authorization: Bearer {token}", "--max-examples", os.environ.get("SCHEMATHESIS_EXAMPLES", "10"),
            "--phases", os.environ.get("SCHEMATHESIS_PHASES", "examples,fuzzing,stateful"), "--exclude-checks", EXCLUDED,
-           # SPEC 9 diagnostics (controlplane/diagnostics) are tested by their own suite;
-           # their tail endpoint is a long poll that would eat the time budget here.
+           # the diagnostics API (controlplane/diagnostics) is tested by its own suite;
+           # its tail endpoint is a long poll that would eat the time budget here.
            "--exclude-path-regex", os.environ.get("SCHEMATHESIS_EXCLUDE", "^/api/v1/diagnostics/"),
            "--seed", "42", "--workers", "1", "--request-timeout", "20", "--max-failures", "20",
            "--report", "junit", "--report-dir", str(tmp_path / label)]

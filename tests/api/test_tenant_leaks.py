@@ -1,4 +1,4 @@
-"""Issue 11: what one tenant could see of another (change notes, platform alert
+"""What one tenant could see of another (change notes, platform alert
 deliveries, a deleted tenant's config under a reused slug) and unsafe targets
 (the control plane and the proxy's own listeners, CR/LF in a test request's host)."""
 import pytest

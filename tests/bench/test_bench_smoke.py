@@ -1,7 +1,7 @@
 """Smoke test of the benchmark harness: ``python -m bench --quick`` end to end.
 
 It proves the harness starts every server, runs every load and section, writes its JSON
-and leaves no process behind. The figures themselves are never asserted (SPEC 10).
+and leaves no process behind. The figures themselves are never asserted.
 Skipped with a visible reason when nginx, HAProxy or wrk is missing, unless
 ``REQUIRE_SERVICES=1``.
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_services, services_required
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium")
@@ -24,12 +25,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 
 SERVER: dict = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc, timeout=30.0) -> None:
@@ -71,7 +66,7 @@ def live_server_url(browser_requirements, tmp_path_factory):
                    stdout=subprocess.DEVNULL, timeout=300)
     seed = (Path(__file__).parent / "seed.py").read_text()
     subprocess.run([python, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env, check=True, timeout=300)
-    port = _free_port()
+    port = free_port()
     log = open(var / "daphne.log", "wb")
     proc = subprocess.Popen([python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "controlplane.asgi:application"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

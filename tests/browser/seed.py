@@ -1,6 +1,10 @@
 """Seed data for the browser tests (run with `manage.py shell < seed.py`-style exec)."""
-from django.contrib.auth import get_user_model
+import datetime as dt
 
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from controlplane.health.models import HealthTransition
 from controlplane.proxy import services
 from controlplane.publishing.models import Node
 from controlplane.tenancy.models import Membership
@@ -23,12 +27,6 @@ target = platform_pool.targets.order_by("port").last()
 target.healthy, target.health_reason = False, "connection refused"
 target.save()
 # certificates expiring at different times, for the expiry timeline
-import datetime as dt
-
-from django.utils import timezone
-
-from controlplane.health.models import HealthTransition
-
 for days, name in ((5, "legacy"), (21, "www"), (80, "api"), (300, "static")):
     leaf = h.ca().issue_cert(f"{name}.localhost", not_after=timezone.now() + dt.timedelta(days=days))
     chain = "".join(p.bytes().decode() for p in leaf.cert_chain_pems)

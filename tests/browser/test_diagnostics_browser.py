@@ -1,4 +1,4 @@
-"""Diagnostics pages (SPEC 9 / issue 6) in a real browser against real processes: a
+"""Diagnostics pages in a real browser against real processes: a
 Daphne control plane, a real node (``python -m dataplane``) and real upstreams from
 ``tests/e2e/harness.py``. An engineer's clicks for three scenarios:
 

@@ -7,12 +7,16 @@ import trustme
 from django.core.exceptions import ValidationError
 
 from controlplane.alerts.models import Alert, Delivery
-from controlplane.certs import crypto, pem, tasks
+from controlplane import crypto, pem
+from controlplane.certs import tasks
 from controlplane.certs.services import replace_certificate, upload_certificate
 from controlplane.proxy.models import Certificate, Pool, Route
 from controlplane.tenancy.models import Tenant
 from tests.alerts.servers import (  # noqa: F401 - fixtures
-    WEBHOOK_SECRET, eager_celery, smtp_server, webhook_server,
+    WEBHOOK_SECRET,
+    eager_celery,
+    smtp_server,
+    webhook_server,
 )
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from controlplane.certs import pem
-from controlplane.certs.pem import inspect_pem
+from controlplane import pem
+from controlplane.pem import inspect_pem
 
 
 @pytest.fixture(scope="module")

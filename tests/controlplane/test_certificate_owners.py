@@ -1,4 +1,4 @@
-"""A certificate serves only its own owner's routes (SPEC 7), also when its owner is
+"""A certificate serves only its own owner's routes, also when its owner is
 changed where that is possible (the Django admin, the services)."""
 import pytest
 from django.core.exceptions import ValidationError

@@ -1,16 +1,16 @@
-"""The one gate at publish time (SPEC 7, issue 11): whatever wrote the rows (services,
+"""The one gate at publish time: whatever wrote the rows (services,
 admin, a migration, a rollback, a direct ORM update), ``publisher.publish`` builds the
 node's tables from the would-be snapshot, private keys included, and refuses what a node
 would refuse, naming the field and the object; no version is stored."""
 import pytest
 from django.core.exceptions import ValidationError
 
-from controlplane.certs import crypto
+from controlplane import crypto
 from controlplane.proxy.models import Certificate, Pool, Route
 from controlplane.publishing import publisher
 from controlplane.publishing.models import ConfigVersion
 
-from .helpers import ACTOR, certificate, issue, pool, route, tenant
+from .helpers import ACTOR, certificate, issue, route, tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -18,9 +18,10 @@ import socket
 import sys
 
 import pytest
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 
 from controlplane.publishing import localhints, notify
+from tests.support import fresh_layer, wait_until_async as wait_for  # noqa: F401 - fresh_layer is autouse
 
 pytestmark = pytest.mark.skipif(not localhints.SUPPORTED, reason="abstract Unix sockets are Linux-only")
 
@@ -35,9 +36,7 @@ for hexdata in json.load(sys.stdin):
 
 
 @pytest.fixture(autouse=True)
-def fresh_layer(monkeypatch):
-    # The in-memory layer is bound to an event loop; every test has its own loop.
-    channel_layers.backends = {}
+def fresh_receiver(monkeypatch):
     # The per-process receiver state must not leak between tests.
     monkeypatch.setattr(localhints, "_receiver", None)
     monkeypatch.setattr(localhints, "_retry_at", None)
@@ -45,7 +44,6 @@ def fresh_layer(monkeypatch):
     yield
     if localhints._receiver is not None:
         localhints._receiver.close()
-    channel_layers.backends = {}
 
 
 @pytest.fixture
@@ -59,14 +57,6 @@ async def send_from_other_process(address: str, datagrams: list[bytes], **kwargs
         stderr=asyncio.subprocess.PIPE, **kwargs)
     _, err = await proc.communicate(json.dumps([d.hex() for d in datagrams]).encode())
     assert proc.returncode == 0, err.decode()
-
-
-async def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def j(obj) -> bytes:
@@ -154,7 +144,7 @@ async def test_datagrams_from_another_user_are_dropped(address):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             s.sendto(j({"type": notify.CONFIG_CHANGED}), address)
             os._exit(0)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked child must exit, never return into pytest
             os._exit(1)
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

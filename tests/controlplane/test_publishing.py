@@ -1,4 +1,4 @@
-"""Compiler, publisher, rollback and diff (SPEC 2 config versions, SPEC 3)."""
+"""Compiler, publisher, config versions, rollback and diff."""
 import os
 import stat
 
@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from controlplane.audit.models import AuditEntry
-from controlplane.certs import crypto
+from controlplane import crypto
 from controlplane.proxy import services
 from controlplane.proxy.models import Pool, Route, Target
 from controlplane.publishing import compiler, notify, publisher

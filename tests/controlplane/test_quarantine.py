@@ -1,4 +1,4 @@
-"""Quarantine (SPEC 7): a NACK costs only the owner of the object it names.
+"""Quarantine: a NACK costs only the owner of the object it names.
 
 A NACK is handled by ``consumers.record_nack``, the function the sync consumer runs
 for every NACK (the real-process flow is in ``tests/e2e/test_quarantine.py``). The

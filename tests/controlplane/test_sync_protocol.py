@@ -1,16 +1,14 @@
-"""The control-plane side of config sync (SPEC 3), against the real consumer.
+"""The control-plane side of config sync, against the real consumer.
 
 Absence of a push is proven by ordering, not by waiting: the consumer handles a
 connection's messages in order, so when the next frame after some step is the push
 of a *later* version, nothing was pushed in between.
 """
-import asyncio
 import json
-import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
@@ -19,18 +17,14 @@ from controlplane.asgi import application
 from controlplane.publishing import notify
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
 from dataplane import schema
+from tests.support import fresh_layer, wait_until_async as wait_until  # noqa: F401 - fresh_layer is autouse
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def fresh_layer(settings):
-    # The in-memory layer is bound to an event loop; every test has its own loop.
-    channel_layers.backends = {}
-    settings.SWITCHYARD_POLL_SECONDS = 0  # hints and heartbeats only, unless a test wants polling
+def quick_coalesce(settings):
     settings.SWITCHYARD_PUSH_COALESCE_SECONDS = 0.15
-    yield
-    channel_layers.backends = {}
 
 
 def snapshot(n: int) -> dict:
@@ -74,17 +68,6 @@ def register(name="edge-1"):
 def reload(node: Node) -> Node:
     node.refresh_from_db()
     return node
-
-
-async def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def open_ws(token: str | None, header: bytes | None = None):
@@ -375,7 +358,7 @@ async def test_it_does_not_push_again_a_version_still_awaiting_its_answer():
 
 
 async def test_it_pushes_the_materialized_snapshot_with_private_keys(monkeypatch):
-    from controlplane.publishing import compiler, consumers
+    from controlplane.publishing import consumers
     consumers._materialized_cache.clear()
 
     def materialize(snap):
@@ -383,7 +366,7 @@ async def test_it_pushes_the_materialized_snapshot_with_private_keys(monkeypatch
         for cert in out["certificates"]:
             cert["private_key_pem"] = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
         return out
-    monkeypatch.setattr(compiler, "materialize", materialize)
+    monkeypatch.setattr(consumers, "materialize", materialize)
     node, token = await register()
     snap = snapshot(1)
     snap["certificates"] = [{"id": 1, "name": "demo", "tenant": None, "hosts": ["demo.localhost"],

@@ -1,4 +1,4 @@
-"""The tenant upstream address policy (SPEC 7), pure functions."""
+"""The tenant upstream address policy, pure functions."""
 import ipaddress
 
 import pytest

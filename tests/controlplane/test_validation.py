@@ -1,4 +1,4 @@
-"""Business rules checked before anything is stored (SPEC 2, 7): one error per field."""
+"""Business rules checked before anything is stored: one error per field."""
 import pytest
 from django.core.exceptions import ValidationError
 

@@ -1,4 +1,4 @@
-"""Diagnostics pages (SPEC 9 / issue 6): render for staff and tenants, scoped like the
+"""Diagnostics pages: render for staff and tenants, scoped like the
 API (another tenant's route is a 404), forms report service errors on the page.
 Node round trips are driven in tests/browser/test_diagnostics_browser.py."""
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_why_page_explains_each_type_and_links_probe_and_tail(world, login, monk
 
     def fake(p, pk, minutes=60):
         data = real(p, pk, minutes)
-        data["errors_by_type"] = services._errors(
+        data["errors_by_type"] = services.explained_errors(
             {"errors_by_type": [{"type": "connection_refused", "count": 3}]}, route)
         return data
     monkeypatch.setattr(services, "route_errors", fake)

@@ -1,4 +1,4 @@
-"""Issue 11: the dashboard follows Django's own protections — return links stay on
+"""The dashboard follows Django's own protections — return links stay on
 this site, every page carries a Content-Security-Policy, sign-ins are throttled on
 the normalised username (the admin's too), the live socket checks the Origin, and a
 probe runs on a POST with CSRF only."""

@@ -17,6 +17,7 @@ import httptools
 from dataplane.accesslog import AccessLog
 from dataplane.applier import NodeState
 from dataplane.forwarder import ProxyServer
+from tests.support import wait_until_async as wait_for  # noqa: F401 - the data-plane tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -302,14 +303,6 @@ async def get(port: int, **kw) -> Response:
         return await c.request(**kw)
     finally:
         c.close()
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------- node subprocess

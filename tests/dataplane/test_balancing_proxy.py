@@ -212,7 +212,7 @@ def test_passive_settings_default_and_are_validated():
         assert f"pools[0].{next(iter(bad))}" in str(exc.value)
 
 
-# ---------------------------------------------------------------- retries (SPEC 4)
+# ---------------------------------------------------------------- retries
 
 def log_lines(path):
     return [json.loads(x) for x in path.read_text().splitlines()]

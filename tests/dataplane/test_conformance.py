@@ -1,4 +1,4 @@
-"""HTTP/1.1 conformance cases from peer suites (issue 12, data plane): response order
+"""HTTP/1.1 conformance cases from peer suites: response order
 after a parse error, unknown methods, Upgrade without Connection: upgrade, invalid
 Host, OPTIONS *, and one error vocabulary in the header, the access log and /metrics.
 All against a real listener over a raw socket, with a recording backend."""

@@ -5,11 +5,9 @@ import socket
 
 import pytest
 
-from dataplane import admin
+from dataplane import admin, schema
 from dataplane.applier import NodeState
-from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, wait_for, refused_port
-
-
+from tests.dataplane.helpers import Backend, Client, Proxy, get, pool, route, snapshot, refused_port
 
 
 def assert_error(res, status: int, etype: str) -> None:
@@ -175,7 +173,7 @@ async def test_admin_endpoints_and_metrics():
         state.apply(3, "h3", snapshot([pool(1, [(1, "127.0.0.1", b.port)])],
                                       [route(1, ["app.test"], 1, name="web")]))
         assert (await get(port, path="/readyz")).status == 200
-        with pytest.raises(Exception):
+        with pytest.raises(schema.SnapshotInvalid):
             state.apply(4, "h4", {"schema": 1, "routes": [{"bad": 1}]})
         assert state.version == 3
         p = Proxy(None)

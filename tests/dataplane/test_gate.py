@@ -1,5 +1,5 @@
 """dataplane.applier.check_snapshot: the node's own build run as the control plane's
-gate (SPEC 7, issue 11). Whatever a node would refuse is refused with the snapshot path
+gate. Whatever a node would refuse is refused with the snapshot path
 of the value; a snapshot it accepts is applied by a real NodeState."""
 import pytest
 import trustme

@@ -2,7 +2,6 @@
 import asyncio
 import signal
 
-import pytest
 
 from tests.dataplane.helpers import Backend, NodeProcess, get, pool, route, snapshot, wait_for
 

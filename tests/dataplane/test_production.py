@@ -1,4 +1,4 @@
-"""Issue 3 bullets that had no test of their own: upstream safety (proxy environment,
+"""Production behaviour: upstream safety (proxy environment,
 no decompression, redirects relayed, DNS rebinding), lingering close, SIGTERM draining of
 keep-alive connections and WebSockets (with and without workers), a config apply under
 load, bounded metric labels and the connection gauge."""
@@ -14,6 +14,7 @@ import socket
 import aiohttp
 import pytest
 
+from dataplane import schema
 from tests.dataplane.helpers import (Backend, Client, NodeProcess, Proxy, get, pool, route,
                                      snapshot, wait_for)
 from tests.dataplane.helpers import refused_port
@@ -353,7 +354,7 @@ async def test_metric_labels_stay_bounded_and_gauge_counts_connections(made):
         await wait_for(lambda: not p.server.connections, 5, "connections closed")
         assert gauge(await metrics()) == 0
         # applies by result
-        with pytest.raises(Exception):
+        with pytest.raises(schema.SnapshotInvalid):
             p.state.apply(9, "bad", {"schema": 1, "routes": [{"nope": 1}]})
         text = await metrics()
         assert 'switchyard_config_applies_total{result="ok"} 1.0' in text

@@ -1,4 +1,4 @@
-"""Route regexes run on RE2 (SPEC 7: tenant regexes in linear time): a catastrophic
+"""Route regexes run on RE2 (tenant regexes run in linear time): a catastrophic
 pattern costs the node's other hosts nothing, and matching keeps ``re.search``
 semantics (unanchored unless the pattern anchors itself)."""
 import asyncio

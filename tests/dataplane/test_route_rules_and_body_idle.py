@@ -1,5 +1,5 @@
 """Route header rules (set, add, remove) and the client body-idle deadline, through a
-real in-process proxy and real loopback backends (SPEC 4: Forwarding, Limits)."""
+real in-process proxy and real loopback backends (forwarding rules, limits)."""
 import asyncio
 
 import pytest

@@ -1,5 +1,5 @@
 """Soak: a real node process under a steady GET/POST/WebSocket mix while its config changes
-every second and targets are added, drained, disabled and killed (issue 3, "Done means").
+every second and targets are added, drained, disabled and killed.
 
 Bounded: SWITCHYARD_SOAK_SECONDS of traffic (default 60), SWITCHYARD_SOAK_WORKERS node
 workers (default 2: the supervisor fans every apply out to both). Runs in ``make test``.
@@ -17,7 +17,7 @@ What "zero requests lost that could have been served" means here, precisely:
   the target died, started before the process was reaped). Allowed types: GET (and WS
   handshakes) only ``connection_terminated``/``http_response_incomplete`` (a GET that
   was never written must be retried on another target, so ``connection_refused`` is a
-  loss); POST also ``connection_refused`` (SPEC 4: only idempotent requests are
+  loss); POST also ``connection_refused`` (only idempotent requests are
   retried). WebSocket sessions that were open on the killed target are counted as cut.
 - nothing else: no failure of any kind against the drained, disabled or added targets,
   or during the per-second applies.

@@ -1,4 +1,4 @@
-"""Strict request parsing and limits (SPEC 4), byte for byte over a raw socket.
+"""Strict request parsing and limits, byte for byte over a raw socket.
 
 Every rejected request must get its status, close the connection, and leave the
 upstream with NOTHING: no connection, not one byte.

@@ -1,10 +1,9 @@
-"""The data-plane side of config sync (SPEC 3): ``SyncClient`` and the snapshot cache,
+"""The data-plane side of config sync: ``SyncClient`` and the snapshot cache,
 against a small aiohttp WebSocket server that plays the control plane."""
 import asyncio
 import json
 import os
 import stat
-import time
 
 import aiohttp
 import pytest
@@ -14,6 +13,7 @@ from aiohttp.test_utils import TestServer
 from dataplane import cache, schema
 from dataplane.applier import NodeState
 from dataplane.sync import SyncClient
+from tests.support import wait_until_async as wait_until
 
 TOKEN = "node_test-token"
 
@@ -31,14 +31,6 @@ def invalid_snapshot() -> dict:
     snap["routes"][0]["pool"] = 99
     snap["routes"].append({"id": 2, "name": "bad", "tenant": None, "hosts": ["-bad-"], "pool": 1})
     return snap
-
-
-async def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class FakeControlPlane:
@@ -137,7 +129,7 @@ async def nodes(control_plane, tmp_path):
 async def test_it_says_hello_and_applies_a_push_then_acks_and_writes_the_cache(control_plane, nodes):
     node = nodes().start()
     hello = await control_plane.next("hello")
-    assert isinstance(hello.pop("started"), float)  # process start time (node uptime, SPEC 9)
+    assert isinstance(hello.pop("started"), float)  # process start time (node uptime)
     assert hello == {"type": "hello", "version": None, "hash": None,
                      "software": node.client.software, "workers": 2}
     nonce = await control_plane.push(1, snapshot(1))

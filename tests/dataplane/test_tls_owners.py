@@ -1,4 +1,4 @@
-"""The SNI table is scoped by owner (SPEC 7, issue 11): a handshake for a name is
+"""The SNI table is scoped by owner: a handshake for a name is
 answered with a certificate of the owner of the routes serving that name (then the
 platform's), never with a certificate another tenant uploaded for it."""
 import ssl

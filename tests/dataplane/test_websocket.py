@@ -1,6 +1,5 @@
 """WebSocket proxying: aiohttp as the client and as the upstream WebSocket server,
 through a real in-process proxy on loopback."""
-import asyncio
 import json
 import ssl
 import time

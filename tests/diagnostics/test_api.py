@@ -7,7 +7,7 @@ import trustme
 from django.utils import timezone
 
 from controlplane.diagnostics.explanations import EXPLANATIONS
-from controlplane.diagnostics.models import CaptureSession, CapturedRequest
+from controlplane.diagnostics.models import CapturedRequest, CaptureSession
 from controlplane.proxy import services as proxy_services
 from controlplane.publishing.models import Node
 from controlplane.telemetry.models import TrafficMinute
@@ -26,7 +26,7 @@ def test_every_code_the_data_plane_emits_is_explained():
     root = pathlib.Path(__file__).resolve().parents[2] / "dataplane"
     src = "".join((root / f).read_text() for f in ("forwarder.py", "upstream.py", "websocket.py",
                                                      "outlier.py", "balancer.py"))
-    codes |= set(re.findall(r'(?:fail|abort_client)\("([a-z_]+)"', src))
+    codes |= set(re.findall(r'(?:fail|abort_client|close)\("([a-z_]+)"', src))
     codes |= set(re.findall(r'UpstreamError\("([a-z_]+)"', src))
     codes |= {spec[1] for spec in errors.ERRORS.values()}
     missing = codes - set(EXPLANATIONS)

@@ -12,7 +12,7 @@ import trustme
 from dataplane import diagnostics, schema
 from dataplane.diagnostics import HUB, NodeDiagnostics
 from dataplane.probe import probe
-from tests.dataplane.helpers import ROOT, Backend, Proxy, get, pool, route, simple, snapshot
+from tests.dataplane.helpers import ROOT, Backend, Proxy, get, pool, refused_port, route, simple, snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -66,14 +66,41 @@ async def test_tail_sends_only_what_the_filter_selects(proxy):
     assert [ln["path"] for ln in lines] == ["/a", "/ws"]
     assert lines[0]["route_id"] == 1 and lines[0]["status"] == 200
     assert lines[0]["upstream_addr"] == f"127.0.0.1:{b.port}"
+    assert lines[0]["proxy_status"] is None and lines[0]["reason"] is None
     denied = out["t2"]["lines"]
     assert len(denied) == 1
     assert denied[0]["status"] == 403
-    assert denied[0]["proxy_status"] == "websocket_denied"
-    assert denied[0]["proxy_status_type"] == "http_request_denied"
+    assert denied[0]["proxy_status"] == "http_request_denied"
+    assert denied[0]["reason"] == "websocket_denied"
     HUB.command({"type": schema.MSG_TAIL_STOP, "id": "t1"})
     HUB.command({"type": schema.MSG_TAIL_STOP, "id": "t2"})
     assert not HUB.tailing
+
+
+async def test_tail_lines_name_endings_as_the_access_log_does(tmp_path):
+    b = await Backend().start()
+    log_path = tmp_path / "access.log"
+    p = await Proxy(snapshot([pool(1, [(1, "127.0.0.1", b.port)]),
+                              pool(2, [(2, "127.0.0.1", refused_port())])],
+                             [route(1, ["app.test"], 1), route(2, ["down.test"], 2)]),
+                    log_path=str(log_path)).start()
+    try:
+        start(schema.MSG_TAIL_START, "t", filter={})
+        await get(p.port, host="app.test", path="/ws",
+                  headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        await get(p.port, host="down.test", path="/down")
+        await get(p.port, host="nowhere.test", path="/none")
+        (msg,) = HUB.drain()
+        p.log.flush()
+    finally:
+        await p.close()
+        await b.close()
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(ln["proxy_status"], ln["reason"]) for ln in msg["lines"]] == [
+        ("http_request_denied", "websocket_denied"), ("connection_refused", None),
+        ("destination_not_found", None)]
+    assert [(ln["path"], ln["proxy_status"], ln["reason"]) for ln in msg["lines"]] == \
+        [(ln["path"], ln["proxy_status"], ln["reason"]) for ln in logged]
 
 
 async def test_a_slow_viewer_loses_lines_counted_never_blocks(proxy, monkeypatch):
@@ -136,6 +163,7 @@ async def test_capture_of_a_request_the_proxy_answers_itself(proxy):
     (m,) = HUB.drain()
     rec = m["record"]
     assert rec["status"] == 403 and rec["upstream_request"] is None
+    assert rec["proxy_status"] == "http_request_denied" and rec["reason"] == "websocket_denied"
     assert dict(rec["client_response"]["headers"])["Proxy-Status"].startswith("switchyard; error=http_request_denied")
     assert any("websocket" in n.lower() for n in rec["notes"])
 
@@ -227,6 +255,23 @@ async def test_probe_tls_verified_and_verify_failure_reason(chain):
         assert bad["tls"]["chain"], "the presented chain is reported even when it does not verify"
         insecure = await probe(f"https://127.0.0.1:{b.port}/", sni="backend.test", insecure=True)
         assert insecure["ok"] and insecure["tls"]["verified"] is None
+    finally:
+        await b.close()
+
+
+async def test_probe_tls_to_an_ip_address_without_sni():
+    ca = trustme.CA()
+    b = await tls_backend(ca.issue_cert("127.0.0.1"))
+    try:
+        url = f"https://127.0.0.1:{b.port}/"
+        ok = await probe(url, ca_pem=ca.cert_pem.bytes().decode())
+        assert ok["ok"], ok
+        assert ok["tls"]["verified"] is True and ok["tls"]["sni"] is None
+        assert "127.0.0.1" in ok["tls"]["peer"]["sans"]
+        insecure = await probe(url, insecure=True)
+        assert insecure["ok"] and insecure["tls"]["verified"] is None
+        bad = await probe(url)
+        assert bad["failed_step"] == "tls" and bad["tls"]["verified"] is False
     finally:
         await b.close()
 

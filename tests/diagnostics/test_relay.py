@@ -5,24 +5,16 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from controlplane.asgi import application
 from controlplane.diagnostics import relay, services, tail
-from controlplane.diagnostics.models import CaptureSession, CapturedRequest
+from controlplane.diagnostics.models import CapturedRequest, CaptureSession
 from controlplane.publishing.models import Node
 from tests.controlplane.helpers import route
+from tests.support import fresh_layer  # noqa: F401 - an autouse fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_layer(settings):
-    channel_layers.backends = {}
-    settings.SWITCHYARD_POLL_SECONDS = 0
-    yield
-    channel_layers.backends = {}
 
 
 async def connect(name="n1"):
@@ -100,8 +92,9 @@ async def test_capture_records_are_stored_for_their_session_only(settings):
     node, comm = await connect()
     await recv(comm, "health")
     r = await database_sync_to_async(route)("api")
-    from django.utils import timezone
     import datetime as dt
+
+    from django.utils import timezone
     s = await database_sync_to_async(CaptureSession.objects.create)(
         route=r, count=1, expires=timezone.now() + dt.timedelta(minutes=5))
     rec = {"route_id": r.id, "session": s.id.hex, "client_request": {"headers": []}}

@@ -15,14 +15,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
+from tests.support import WaitTimeout, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -37,32 +37,6 @@ _SCRUB = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG",
 
 class HarnessError(AssertionError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05,
-               on_timeout: Callable[[], str] | None = None):
-    """Poll ``predicate`` until it returns something truthy; returns (value, seconds)."""
-    start = time.monotonic()
-    deadline = start + timeout
-    last_exc = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value, time.monotonic() - start
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_exc!r})" if last_exc else ""
-            extra = ("\n" + on_timeout()) if on_timeout else ""
-            raise HarnessError(f"timed out after {timeout:.1f} s waiting for {what}{detail}{extra}")
-        time.sleep(interval)
 
 
 def base_env() -> dict:
@@ -366,7 +340,7 @@ class Node:
             return http_get(self.admin_port, "/healthz", timeout=1).status == 200
         try:
             return wait_until(up, timeout, f"node {self.name} /healthz", on_timeout=self.proc.tail)[1]
-        except HarnessError as exc:
+        except WaitTimeout as exc:
             if "node exited" in str(exc):
                 raise HarnessError(str(exc).split(" (last error")[0] + "\n" + self.proc.tail()) from None
             raise
@@ -625,3 +599,43 @@ web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse
     def close(self) -> None:
         if self.proc:
             self.proc.stop(timeout=5)
+
+
+class RedisServer:
+    """A ``redis-server`` of one test on a free loopback port (the machine's shared Redis is
+    never touched), without persistence: it can really stop (its data gone), come back on the
+    same port, or freeze (SIGSTOP: connections stay open, nothing answers)."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Proc | None = None
+
+    def start(self) -> "RedisServer":
+        import redis
+
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.root)]
+        self.proc = Proc("redis-server", argv, base_env(), self.root / "redis.log").start()
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        try:
+            wait_until(client.ping, 20, f"redis-server on port {self.port}", on_timeout=self.proc.tail)
+        finally:
+            client.close()
+        return self
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=2)
+
+    def stop(self) -> None:
+        """SIGTERM and wait for the process to end."""
+        if self.proc:
+            self.proc.stop()
+
+    def freeze(self) -> None:
+        self.proc.signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.signal(signal.SIGCONT)

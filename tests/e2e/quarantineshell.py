@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e import cpshell  # noqa: E402 - configures Django from the stack's environment
-from tests.e2e.cpshell import latest, op  # noqa: E402
+from tests.e2e import cpshell
+from tests.e2e.cpshell import latest, op
 
 
 @op

@@ -1,5 +1,5 @@
 """A health check starts within two intervals of being saved, whenever that is — also
-right as ``celery beat`` starts (issue 12, item 11).
+right as ``celery beat`` starts.
 
 Real processes, in both modes: ``celery worker`` and ``celery beat`` started from the
 Procfile's lines (``harness.CeleryProcs``) against the stack's database and broker, a

@@ -1,4 +1,4 @@
-"""Slow clients cannot hold the control plane's sockets (issue 12, item 10).
+"""Slow clients cannot hold the control plane's sockets.
 
 The control plane is started exactly as ``make run``'s Procfile starts it (its ``web``
 line, ``harness.procfile_argv``) on a free loopback port. Slowloris clients send a

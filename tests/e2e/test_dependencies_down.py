@@ -1,4 +1,4 @@
-"""A dependency that is down gives a clean answer (issue 12, item 8).
+"""A dependency that is down gives a clean answer.
 
 Production mode with real processes: a fresh PostgreSQL database, a ``redis-server`` of
 this test's own on a free loopback port (the machine's shared Redis is never touched),
@@ -15,49 +15,19 @@ Daphne serving ``controlplane.asgi`` and a data-plane node.
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import psycopg
 import pytest
-import redis
 import requests
 
 from tests.conftest import POSTGRES_URL
-from tests.e2e.harness import (ControlPlaneEnv, PostgresDatabase, Proc, Stack, base_env, free_port,
-                               wait_until)
+from tests.e2e.harness import ControlPlaneEnv, PostgresDatabase, RedisServer, Stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 # Well below the 30 s socket timeout of the channel layer's Redis connections.
 FROZEN_REDIS_BOUND = 10.0
-
-
-class RedisServer:
-    """A ``redis-server`` process of this test, on a free loopback port, that can really stop."""
-
-    def __init__(self, root):
-        self.root, self.port = root, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: Proc | None = None
-
-    def start(self) -> "RedisServer":
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.root)]
-        self.proc = Proc("redis-server", argv, base_env(), self.root / "redis.log").start()
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        wait_until(client.ping, 20, f"redis-server on port {self.port}", on_timeout=self.proc.tail)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-    def freeze(self) -> None:
-        self.proc.signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self.proc.signal(signal.SIGCONT)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SPEC 9 / issue 6 end to end: real Daphne, a real node (``python -m dataplane``), real
+"""end to end: real Daphne, a real node (``python -m dataplane``), real
 backends; every scenario driven through /api/v1/diagnostics/ the way an engineer would.
 
 Scenarios: target port closed (connection_refused + the probe says refused), backend
@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import threading
-import time
 
 import pytest
 import trustme
 
-from tests.e2e.harness import HarnessError, Node, free_port, wait_until
+from tests.e2e.harness import Node, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -229,8 +227,8 @@ def test_diagnostics_scenarios(make_stack):
     assert reader.status == 200 and reader.content_type == "application/x-ndjson"
     line = reader.lines()[0]
     show("tail (websocket on a route without it)", reader.events)
-    assert line["status"] == 403 and line["proxy_status_type"] == "http_request_denied"
-    assert line["proxy_status"] == "websocket_denied" and line["path"] == "/chat"
+    assert line["status"] == 403 and line["proxy_status"] == "http_request_denied"
+    assert line["reason"] == "websocket_denied" and line["path"] == "/chat"
     assert reader.events[-1]["event"] == "end"
 
     # ---- 3. target port closed -> connection_refused in why-502, the probe says refused

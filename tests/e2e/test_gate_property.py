@@ -1,4 +1,4 @@
-"""The one gate, proven over the API (SPEC 7, issue 11): every change the API accepts
+"""The one gate, proven over the API: every change the API accepts
 is applied by a real node.
 
 Hypothesis draws API calls over the writable fields of ``routes/``, ``pools/`` and

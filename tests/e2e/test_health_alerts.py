@@ -1,4 +1,4 @@
-"""Health checks, certificate expiry and alerts end to end, with real processes (SPEC 5, 6).
+"""Health checks, certificate expiry and alerts end to end, with real processes.
 
 In both modes (embedded: SQLite + filesystem broker under the temp var dir; production:
 PostgreSQL + Redis) this module runs, on free loopback ports:
@@ -242,7 +242,6 @@ def test_certificate_expiring_in_10_days_alerts_once(control_plane, alerting, re
     not_after = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=10)
     leaf = ca.issue_cert(f"{name}.e2e.test", not_after=not_after)
 
-    uploaded = time.monotonic()
     cert = control_plane.call("upload_certificate", name=name,
                               certificate_pem=leaf.cert_chain_pems[0].bytes().decode(),
                               private_key_pem=leaf.private_key_pem.bytes().decode(),
@@ -282,7 +281,6 @@ def test_failed_webhook_is_retried_without_delaying_email(control_plane, alertin
                                url=alerting.flaky.url("/flaky"), secret=WEBHOOK_SECRET)["id"]
     try:
         subject = f"Node e2e-retry-{tag} disconnected"
-        raised = time.monotonic()
         alert_id = control_plane.call("raise_alert", kind="node_disconnected", subject=subject,
                                       dedup_key=f"node:e2e-retry-{tag}:disconnected",
                                       data={"node": f"e2e-retry-{tag}"})["id"]

@@ -1,4 +1,4 @@
-"""Quarantine end to end (SPEC 7), with real processes in both modes: Daphne, two
+"""Quarantine end to end, with real processes in both modes: Daphne, two
 data-plane nodes and loopback upstreams.
 
 Version skew is simulated the way a control plane of another software version would

@@ -1,4 +1,4 @@
-"""Config sync end to end, with real processes, in embedded and production mode (SPEC 3).
+"""Config sync end to end, with real processes, in embedded and production mode.
 
 Each test starts Daphne, a data-plane node and aiohttp upstreams on free loopback ports;
 changes are made through the service layer (controlplane.proxy.services) against the

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.harness import HarnessError, Node, http_get, wait_until
+from tests.e2e.harness import HarnessError, Node, wait_until
 
 pytestmark = pytest.mark.e2e
 

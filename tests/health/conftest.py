@@ -7,10 +7,11 @@ but never answering: a timeout), and not listening at all (refused).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import pytest
+
+from tests.support import free_port
 
 
 class Upstream:
@@ -87,12 +88,6 @@ class Upstreams:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import time
 import pytest
 import trustme
 
-from controlplane.health.checker import (CheckSpec, check_http, check_tcp, parse_expected,
-                                         run_checks)
+from controlplane.health.checker import CheckSpec, check_http, check_tcp, parse_expected, run_checks
 from tests.health.conftest import free_port
 
 

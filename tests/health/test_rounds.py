@@ -180,16 +180,6 @@ def test_it_keeps_the_transition_when_the_alert_hook_fails(upstreams, monkeypatc
     assert not Target.objects.get().healthy
 
 
-def test_it_works_without_an_alert_hook(upstreams, monkeypatch):
-    from controlplane.alerts import hooks
-
-    monkeypatch.delattr(hooks, "target_transition", raising=False)
-    u = upstreams.add(503)
-    pool = make_pool(u.port, down=1)
-    check_pool(pool.id)
-    assert not Target.objects.get().healthy
-
-
 def test_it_does_not_check_disabled_targets(upstreams):
     u = upstreams.add(200)
     pool = make_pool(u.port, down=1)

@@ -1,11 +1,10 @@
 """The sync consumer stores a node's traffic reports (schema.MSG_STATS)."""
-import asyncio
 import json
 import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from controlplane.asgi import application
@@ -13,29 +12,11 @@ from controlplane.publishing import notify
 from controlplane.publishing.models import Node
 from controlplane.telemetry.models import TargetEjection, TrafficMinute
 from dataplane import schema
+from tests.support import fresh_layer, wait_until_async as wait_until  # noqa: F401 - fresh_layer is autouse
 
 from .helpers import histogram, route_entry, stats, world
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_layer(settings):
-    channel_layers.backends = {}
-    settings.SWITCHYARD_POLL_SECONDS = 0
-    yield
-    channel_layers.backends = {}
-
-
-async def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def connect(token):
@@ -62,6 +43,9 @@ def setup():
 
 async def handled(comm, node):
     """Send a heartbeat and wait until it is handled: everything before it is done."""
+    async def hello_stored():  # the hello writes last_seen too: read it after that write
+        return await database_sync_to_async(lambda: Node.objects.get(pk=node.pk).connected)()
+    await wait_until(hello_stored, what="hello handled")
     before = await database_sync_to_async(lambda: Node.objects.get(pk=node.pk).last_seen)()
     await comm.send_json_to({"type": "heartbeat", "version": None, "hash": None})
 

@@ -7,9 +7,9 @@ from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 
 from controlplane.publishing.models import Node
-from controlplane.telemetry import queries, store, tasks
+from controlplane.telemetry import proxystatus, queries, store, tasks
 from controlplane.telemetry.models import TargetEjection, TrafficMinute
-from dataplane import schema
+from dataplane import errors, schema
 from dataplane.metrics import Histogram
 
 from .helpers import histogram, route_entry, stats, world
@@ -154,6 +154,27 @@ def test_it_summarises_errors_by_proxy_status_and_latency(traffic):
     assert per_route[traffic["shop_api"].pk] == s
 
 
+def test_it_names_the_status_of_every_proxy_status_the_data_plane_counts(w):
+    # counted under the RFC 9209 type; a denied WebSocket is a 403, while the request
+    # errors answer 400, 413, 414, 421, 431 or 501: no one status
+    api = w["shop_api"].pk
+    put(w["edge1"], {api: route_entry(9, {"4xx": 9}, {"http_request_denied": 5, "http_request_error": 4})}, NOW)
+    s = queries.route_summary([api], minutes=5, now=NOW)
+    assert [(e["type"], e["status"]) for e in s["errors_by_type"]] == [
+        ("http_request_denied", 403), ("http_request_error", None)]
+
+
+def test_every_proxy_status_value_maps_to_its_rfc_type_and_status():
+    for reason, (status, etype, _detail) in errors.ERRORS.items():
+        assert (proxystatus.rfc_type(reason), proxystatus.status_of(reason)) == (etype, status)  # older rows
+        assert proxystatus.rfc_type(etype) == etype
+        if {s for s, t, _ in errors.ERRORS.values() if t == etype} == {status}:
+            assert proxystatus.status_of(etype) == status
+    # aborted after the upstream's status went out: whatever that status was
+    assert proxystatus.status_of("http_response_incomplete") is None
+    assert proxystatus.rfc_type("http_response_incomplete") == "http_response_incomplete"
+
+
 def test_it_gives_an_overview_of_the_last_minutes(traffic):
     o = queries.overview([traffic["shop_api"].pk], minutes=5, now=NOW)
     assert o["requests"] == 150
@@ -166,7 +187,8 @@ def test_it_gives_an_overview_of_the_last_minutes(traffic):
 
 def test_it_lists_current_ejections_scoped_to_targets(w):
     target = w["target"]
-    put(w["edge1"], {}, NOW, ejections=[{"target_id": target.pk, "until": (NOW + dt.timedelta(seconds=30)).timestamp()}])
+    until = (NOW + dt.timedelta(seconds=30)).timestamp()
+    put(w["edge1"], {}, NOW, ejections=[{"target_id": target.pk, "until": until}])
     got = queries.ejections([target.pk], now=NOW)
     assert [(e["node"], e["target_id"]) for e in got] == [("edge-1", target.pk)]
     assert queries.ejections([], now=NOW) == []

@@ -3,6 +3,7 @@ import json
 from django import template
 from django.utils import timezone
 
+from controlplane.proxy.services import etag_of
 from controlplane.tenancy.access import principal as get_principal
 
 register = template.Library()
@@ -65,3 +66,9 @@ def compact(value):
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         return "\n".join(json.dumps(v, sort_keys=True, default=str) for v in value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@register.filter
+def etag(obj):
+    """The version of ``obj`` a one-button form (delete, remove) acts on."""
+    return etag_of(obj)

@@ -3,13 +3,13 @@ node's rejection keeps that object (or the pool or certificate a route needs) ou
 the config."""
 from django import template
 
-from controlplane.publishing import quarantine
+from controlplane.publishing.quarantined import in_force, keeping_out
 
 register = template.Library()
 
 
 @register.inclusion_tag("dashboard/partials/quarantine_notice.html")
 def quarantine_notice(obj):
-    kept_out = quarantine.keeping_out(obj, quarantine.in_force())
+    kept_out = keeping_out(obj, in_force())
     own = kept_out is not None and (kept_out.kind, kept_out.object_id) == (obj._meta.model_name, obj.pk)
     return {"q": kept_out, "own": own, "kind": obj._meta.model_name}

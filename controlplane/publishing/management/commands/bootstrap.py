@@ -23,6 +23,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from controlplane.audit.services import Actor, record
+from controlplane.proxy import services as proxy_services
+from controlplane.proxy.models import Pool, Route
 from controlplane.publishing.models import Node
 from controlplane.tenancy.models import hash_token
 
@@ -126,25 +128,19 @@ class Command(BaseCommand):
         return f"{host}:{env('SWITCHYARD_DEMO_PORT', '8081')}"
 
     def ensure_demo_route(self, demo_host: str, backend: str):
-        from controlplane.proxy.models import Pool, Route
-
         if Route.objects.filter(tenant__isnull=True, name=DEMO_NAME).exists():
             self.stdout.write("bootstrap: demo route exists")
             return
-        try:
-            from controlplane.proxy import services
-        except ImportError as exc:  # pragma: no cover - only while the service layer is missing
-            raise CommandError(f"the service layer (controlplane.proxy.services) is not available: {exc}")
         host, _, port = backend.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"demo backend must be host:port, got {backend!r}")
-        actor = services.Actor.system()
+        actor = Actor.system()
         note = "bootstrap: demo route"
         pool = Pool.objects.filter(tenant__isnull=True, name=DEMO_NAME).first()
         if pool is None:
-            pool = services.create_pool(
+            pool = proxy_services.create_pool(
                 actor, name=DEMO_NAME, note=note,
                 targets=[{"host": host.strip("[]"), "port": int(port), "weight": 1, "state": "enabled"}])
-        services.create_route(actor, name=DEMO_NAME, hosts=[demo_host], path="/", path_type="prefix",
-                              pool=pool, note=note)
+        proxy_services.create_route(actor, name=DEMO_NAME, hosts=[demo_host], path="/", path_type="prefix",
+                                    pool=pool, note=note)
         self.stdout.write(f"bootstrap: seeded demo route {demo_host} -> pool {DEMO_NAME!r} -> {backend}")

@@ -1,4 +1,4 @@
-"""Encryption at rest for private keys and webhook secrets (SPEC 7).
+"""Encryption at rest for private keys and webhook secrets.
 
 Fernet with a key derived (HKDF-SHA256) from ``settings.SWITCHYARD_ENCRYPTION_KEY``.
 Several comma-separated keys rotate: the first encrypts, all decrypt. When the

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate, post_save
+
+
+class AcmeConfig(AppConfig):
+    """Automatic certificates: the ACME account, one order per route that asks for one,
+    its challenges (published to the nodes with the config) and renewal."""
+    name = "controlplane.acme"
+    label = "acme"
+
+    def ready(self):
+        from controlplane.acme import services, signals, tasks
+        from controlplane.publishing import compiler
+        compiler.SECTIONS["acme_challenges"] = services.challenges_section
+        post_save.connect(signals.route_saved, sender="proxy.Route", dispatch_uid="acme.route_saved")
+        post_migrate.connect(tasks.ensure_schedules_after_migrate, dispatch_uid="acme.ensure_schedules")

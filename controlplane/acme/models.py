@@ -1,0 +1,61 @@
+from django.db import models
+
+
+class Account(models.Model):
+    """The ACME account of one directory: created once, its key encrypted at rest."""
+    directory = models.CharField(max_length=500, unique=True)
+    key_encrypted = models.TextField(editable=False)
+    uri = models.CharField(max_length=500, blank=True, help_text="The account URL the CA gave.")
+    email = models.CharField(max_length=254, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.uri or self.directory
+
+
+class Order(models.Model):
+    """The certificate of one route that asks for one: what was last asked of the CA and
+    how it went. ``pending`` (waiting for a worker or being worked on), ``valid``
+    (issued and attached; ``renew_at`` says when it is renewed) or ``failed`` (the CA's
+    error; tried again at ``next_retry``)."""
+    PENDING, VALID, FAILED = "pending", "valid", "failed"
+    STATES = [(s, s) for s in (PENDING, VALID, FAILED)]
+
+    route = models.OneToOneField("proxy.Route", on_delete=models.CASCADE, related_name="acme_order")
+    names = models.JSONField(default=list)
+    state = models.CharField(max_length=10, choices=STATES, default=PENDING)
+    error = models.TextField(blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Failed attempts in a row.")
+    next_retry = models.DateTimeField(null=True, blank=True)
+    started = models.DateTimeField(null=True, blank=True, help_text="When a worker took the current attempt.")
+    certificate = models.ForeignKey("proxy.Certificate", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    renew_at = models.DateTimeField(null=True, blank=True)
+    ari_next_check = models.DateTimeField(null=True, blank=True)
+    ari_explanation = models.CharField(max_length=500, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{', '.join(self.names)} ({self.state})"
+
+
+class NameClaim(models.Model):
+    """A name being ordered right now: one order per name at a time, whichever worker."""
+    name = models.CharField(max_length=253, unique=True)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="claims")
+    claimed = models.DateTimeField()
+
+
+class Challenge(models.Model):
+    """A pending HTTP-01 challenge: every node answers it until the order ends."""
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="challenges")
+    host = models.CharField(max_length=253)
+    token = models.CharField(max_length=256, unique=True)
+    key_authorization = models.CharField(max_length=512)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
