@@ -5,7 +5,6 @@ fields they name, so the dashboard shows exactly what the API returns.
 """
 from __future__ import annotations
 
-import json
 import re
 
 from django import forms
@@ -517,14 +516,6 @@ class AlertChannelForm(TenantChoiceMixin, ServiceForm):
         return {"tenant": data.get("tenant"), "name": (data.get("name") or "").strip(), "kind": data["kind"],
                 "emails": data.get("emails") or [], "url": (data.get("url") or "").strip(),
                 "enabled": data.get("enabled", False)}
-
-
-class RollbackForm(forms.Form):
-    note = forms.CharField(required=False, max_length=2000)
-
-
-def pretty_json(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------ sign-in

@@ -41,10 +41,6 @@ MAX_PENDING_REPLIES = 256
 REPLY_TTL = 180.0
 
 
-class NodeUnavailable(Exception):
-    """The node is not connected (or went away before answering)."""
-
-
 class NodeTimeout(Exception):
     """The node did not answer in time."""
 

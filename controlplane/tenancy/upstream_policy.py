@@ -161,15 +161,6 @@ def _spelled(host: str, literal: IPAddress | None, ip: IPAddress) -> str:
     return f"{host} is" if str(ip) == host else f"{host} means {ip},"
 
 
-def canonical_host(host: str) -> str:
-    """The form a target host is stored in: an IP literal in its standard spelling,
-    a name lower-cased without the trailing dot. Raises ValueError."""
-    literal = parse_ip_literal(host)
-    if literal is not None:
-        return str(literal)
-    return host.strip().lower().rstrip(".")
-
-
 def invalid_networks(networks: Iterable) -> list[str]:
     """Entries of an ``allowed_networks`` list that are not CIDR networks."""
     bad = []
