@@ -10,6 +10,7 @@ aiohttp upstream servers. Every wait is a poll with a deadline, never a fixed sl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -639,3 +640,23 @@ class RedisServer:
 
     def thaw(self) -> None:
         self.proc.signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def stack_on_own_redis(root: Path, postgres_url: str):
+    """(stack, database, redis server): Daphne in production mode on a fresh PostgreSQL
+    database and a ``RedisServer`` of its own, which the test may stop or freeze."""
+    db = PostgresDatabase(postgres_url)
+    server = RedisServer(root).start()
+    cp = ControlPlaneEnv("production", root / "cp", database_url=db.url, redis_url=server.url)
+    stack = Stack(cp, root / "stack")
+    try:
+        cp.setup()
+        stack.start_control_plane()
+        yield stack, db, server
+    finally:
+        stack.close()
+        cp.close()
+        server.thaw()
+        server.stop()
+        db.drop()

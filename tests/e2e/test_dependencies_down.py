@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import POSTGRES_URL
-from tests.e2e.harness import ControlPlaneEnv, PostgresDatabase, RedisServer, Stack, wait_until
+from tests.e2e.harness import PostgresDatabase, Stack, stack_on_own_redis, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -33,20 +33,8 @@ FROZEN_REDIS_BOUND = 10.0
 @pytest.fixture
 def stack(tmp_path):
     """Daphne + (later) nodes on a fresh PostgreSQL database and this test's own Redis."""
-    db = PostgresDatabase(POSTGRES_URL)
-    server = RedisServer(tmp_path).start()
-    cp = ControlPlaneEnv("production", tmp_path / "cp", database_url=db.url, redis_url=server.url)
-    stack = Stack(cp, tmp_path / "stack")
-    try:
-        cp.setup()
-        stack.start_control_plane()
-        yield stack, db, server
-    finally:
-        stack.close()
-        cp.close()
-        server.thaw()
-        server.stop()
-        db.drop()
+    with stack_on_own_redis(tmp_path, POSTGRES_URL) as parts:
+        yield parts
 
 
 class Api:

@@ -22,7 +22,7 @@ import requests
 
 from dataplane.schema import HEARTBEAT_SECONDS
 from tests.conftest import POSTGRES_URL
-from tests.e2e.harness import ControlPlaneEnv, PostgresDatabase, RedisServer, Stack, wait_until
+from tests.e2e.harness import RedisServer, Stack, stack_on_own_redis, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -46,13 +46,7 @@ REACHABLE = "sync: the channel layer is reachable again"
 @pytest.fixture
 def synced(tmp_path):
     """(stack, redis server): Daphne on its own Redis, two nodes in sync serving one site."""
-    db = PostgresDatabase(POSTGRES_URL)
-    server = RedisServer(tmp_path).start()
-    cp = ControlPlaneEnv("production", tmp_path / "cp", database_url=db.url, redis_url=server.url)
-    stack = Stack(cp, tmp_path / "stack")
-    try:
-        cp.setup()
-        stack.start_control_plane()
+    with stack_on_own_redis(tmp_path, POSTGRES_URL) as (stack, _db, server):
         upstream = stack.add_upstream("base")
         site = stack.create_site("base", upstream)
         for _ in range(2):
@@ -62,12 +56,6 @@ def synced(tmp_path):
         wait_until(lambda: _group_members(server) == 2, 10, "both consumers in the data-plane group",
                    on_timeout=stack.logs)
         yield stack, server
-    finally:
-        stack.close()
-        cp.close()
-        server.thaw()
-        server.stop()
-        db.drop()
 
 
 def _group_members(server: RedisServer) -> int:
