@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 MIN_RSA_BITS = 2048
@@ -59,7 +59,7 @@ def inspect_pem(certificate_pem: str, private_key_pem: str | None = None, *,
         return report
     leaf = chain[0]
     _describe(leaf, chain, report)
-    _check_leaf(leaf, report, now)
+    _check_leaf(leaf, report, now, len(chain))
     if private_key_pem is not None:
         _check_key(leaf, private_key_pem, report)
     _check_chain(chain, report, ca_bundle_pem, now)
@@ -111,10 +111,54 @@ def _describe(leaf: x509.Certificate, chain: list[x509.Certificate], report: Cer
                      "not_after": c.not_valid_after_utc.isoformat()} for c in chain]
 
 
-def _check_leaf(leaf: x509.Certificate, report: CertReport, now: dt.datetime) -> None:
-    if _is_ca(leaf):
+SELF_SIGNED_CA_WARNING = (
+    "this self-signed certificate is marked as a CA (basicConstraints CA:TRUE, what `openssl req -x509` "
+    "writes by default): fine for testing, but some clients (Firefox among them) refuse a CA certificate as "
+    "a server certificate; to avoid it add -addext basicConstraints=critical,CA:FALSE")
+CA_ALONE_ERROR = (
+    "is a CA certificate (CA:TRUE) that names no host, not a server certificate: upload the server's own "
+    "certificate, then its chain. For a self-signed test certificate, name the host: openssl req -x509 "
+    "-newkey rsa:2048 -nodes -subj /CN=example.com -addext subjectAltName=DNS:example.com")
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    return cert.issuer == cert.subject and _signed_by(cert, cert)
+
+
+def _names_hosts(cert: x509.Certificate) -> bool:
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    except x509.ExtensionNotFound:
+        return False
+    return bool(ext.value.get_values_for_type(x509.DNSName) or ext.value.get_values_for_type(x509.IPAddress))
+
+
+def _serves_tls(cert: x509.Certificate) -> bool:
+    """No extended key usage, or one that allows a TLS server."""
+    try:
+        usages = cert.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
+    except x509.ExtensionNotFound:
+        return True
+    return ExtendedKeyUsageOID.SERVER_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+
+
+def _check_ca_leaf(leaf: x509.Certificate, chain_length: int, report: CertReport) -> None:
+    """A CA certificate first: a mis-ordered chain, a CA uploaded instead of the server's
+    certificate, or OpenSSL 3's usual self-signed recipe (CA:TRUE plus the host names),
+    which works and is only warned about."""
+    if not _is_ca(leaf):
+        return
+    if chain_length > 1:
         report.error("certificate_pem", "the first certificate is a CA certificate; put the server (leaf) "
                                         "certificate first, then its chain")
+    elif _self_signed(leaf) and _names_hosts(leaf) and _serves_tls(leaf):
+        report.warnings.append(SELF_SIGNED_CA_WARNING)
+    else:
+        report.error("certificate_pem", CA_ALONE_ERROR)
+
+
+def _check_leaf(leaf: x509.Certificate, report: CertReport, now: dt.datetime, chain_length: int = 1) -> None:
+    _check_ca_leaf(leaf, chain_length, report)
     if leaf.not_valid_after_utc <= now:
         report.error("certificate_pem", f"expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     elif leaf.not_valid_before_utc > now:

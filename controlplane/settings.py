@@ -69,6 +69,11 @@ INSTALLED_APPS = [
     "controlplane.diagnostics",
     "controlplane.configio",
     "controlplane.acme",
+    "controlplane.accounts",
+    # django-allauth: its mfa part (TOTP, recovery codes) behind the dashboard's own pages
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
 ]
 
 MIDDLEWARE = [
@@ -79,6 +84,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "controlplane.dashboard.twofactor.RequireTwoFactorMiddleware",  # SWITCHYARD_MFA_REQUIRED
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "controlplane.unavailable.DependencyUnavailableMiddleware",  # database/broker down: 503, not 500
 ]
@@ -150,6 +157,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, writing each message whole (controlplane/brokerfs.py)
+    CELERY_BROKER_TRANSPORT = "controlplane.brokerfs:Transport"
     _broker_dir = VAR_DIR / "celery-broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
@@ -279,6 +288,15 @@ SWITCHYARD_ACME_CA_BUNDLE = env("SWITCHYARD_ACME_CA_BUNDLE", "")  # PEM file tru
 SWITCHYARD_ACME_RETRY_BASE_SECONDS = float(env("SWITCHYARD_ACME_RETRY_BASE_SECONDS", "3600"))
 SWITCHYARD_ACME_PROPAGATION_SECONDS = float(env("SWITCHYARD_ACME_PROPAGATION_SECONDS", "60"))
 SWITCHYARD_ACME_VALIDATION_SECONDS = float(env("SWITCHYARD_ACME_VALIDATION_SECONDS", "120"))
+# The challenge a route gets unless it names one: http-01, tls-alpn-01 or dns-01.
+SWITCHYARD_ACME_CHALLENGE = env("SWITCHYARD_ACME_CHALLENGE", "http-01")
+# DNS-01 through RFC 2136 dynamic updates: the server (host or host:port), the zone it is
+# authoritative for, and the TSIG key (name, base64 secret, algorithm) that signs the updates.
+SWITCHYARD_ACME_DNS_SERVER = env("SWITCHYARD_ACME_DNS_SERVER", "")
+SWITCHYARD_ACME_DNS_ZONE = env("SWITCHYARD_ACME_DNS_ZONE", "")
+SWITCHYARD_ACME_DNS_TSIG_NAME = env("SWITCHYARD_ACME_DNS_TSIG_NAME", "")
+SWITCHYARD_ACME_DNS_TSIG_SECRET = env("SWITCHYARD_ACME_DNS_TSIG_SECRET", "")
+SWITCHYARD_ACME_DNS_TSIG_ALGORITHM = env("SWITCHYARD_ACME_DNS_TSIG_ALGORITHM", "hmac-sha256")
 # Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
 SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
 SWITCHYARD_HEALTH_HISTORY_DAYS = float(env("SWITCHYARD_HEALTH_HISTORY_DAYS", "30"))
@@ -299,6 +317,19 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "switchyard@localhost")
+# Accounts: how long an invitation link works (days); a password reset link (seconds).
+SWITCHYARD_INVITATION_DAYS = float(env("SWITCHYARD_INVITATION_DAYS", "7"))
+PASSWORD_RESET_TIMEOUT = int(env("SWITCHYARD_PASSWORD_RESET_SECONDS", str(3 * 24 * 3600)))
+# Two-factor (TOTP with recovery codes, django-allauth's mfa): optional per user;
+# "staff" or "all" makes it mandatory for platform staff or for everyone (they are sent
+# to enrol before anything else). The TOTP secret is encrypted at rest.
+SWITCHYARD_MFA_REQUIRED = env("SWITCHYARD_MFA_REQUIRED", "").strip().lower()
+if SWITCHYARD_MFA_REQUIRED not in ("", "staff", "all"):
+    raise ValueError("SWITCHYARD_MFA_REQUIRED must be empty, 'staff' or 'all'")
+MFA_ADAPTER = "controlplane.accounts.twofactor.EncryptingMFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Switchyard"
+MFA_TOTP_TOLERANCE = 1  # one 30 s step either way (clock drift); each code works once
 
 LOGGING = {
     "version": 1,

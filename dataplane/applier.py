@@ -13,7 +13,7 @@ import gc
 import time
 from typing import Any
 
-from dataplane import accesslog, acme, balancer, schema, tls, wire
+from dataplane import accesslog, acme, balancer, policies, schema, tls, wire
 from dataplane.metrics import Metrics
 from dataplane.outlier import OutlierDetector
 from dataplane.router import RouteEntry, Router
@@ -63,6 +63,11 @@ def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
     drop = frozenset(wire.header_name(n).lower() for n in (*rules.remove, *(k for k, _ in rules.set)))
     extra = b"".join(wire.header_line(k, v) for k, v in (*rules.set, *rules.add))
     return drop, extra
+
+
+def _access_gate(a: schema.AccessList) -> policies.AccessGate:
+    """An access list's rules as sorted intervals (built once, shared by its routes)."""
+    return policies.AccessGate(a.id, a.name, ((rule.action, rule.cidr) for rule in a.rules), a.default)
 
 
 class _Problems:
@@ -161,7 +166,9 @@ class NodeState:
             for s in states:
                 by_target.setdefault(s.id, []).append(s)
             pools[p.id] = problems.run(f"pools[{i}]", PoolRuntime, p, states, self.outlier)
-        entries = [problems.run(f"routes[{i}]", self._route_entry, r, pools[r.pool])
+        gates = {a.id: problems.run(f"access_lists[{i}]", _access_gate, a)
+                 for i, a in enumerate(snap.access_lists)}
+        entries = [problems.run(f"routes[{i}]", self._route_entry, r, pools[r.pool], gates)
                    for i, r in enumerate(snap.routes) if pools.get(r.pool) is not None]
         challenges = self._acme(snap.acme_challenges, problems)
         problems.raise_if_any()
@@ -201,9 +208,14 @@ class NodeState:
             t, self.upstreams.get(t.host, t.port, ctx, up_tls.sni or t.host, key),
             health.get(t.id, True), outlier.record_for(t.id)) for t in p.targets]
 
-    def _route_entry(self, r: schema.Route, pool: PoolRuntime) -> RouteEntry:
+    def _route_entry(self, r: schema.Route, pool: PoolRuntime,
+                     gates: dict[int, policies.AccessGate | None] | None = None) -> RouteEntry:
         e = RouteEntry(r)
         e.pool = pool
+        if r.access_list is not None:
+            e.access = (gates or {}).get(r.access_list)
+        if r.maintenance:
+            e.maintenance = policies.Maintenance(r.name, r.retry_after)
         e.stats = self.metrics.route(r.name, r.id)
         e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
         e.req_drop, e.req_extra = _rules(r.request_headers)

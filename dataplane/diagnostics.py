@@ -263,6 +263,7 @@ class Hub:
         route = ex.route
         t = ex.target
         ptype, reason = logged_as(code)
+        reason = getattr(ex, "detail", None) or reason  # a policy refusal names its policy
         tls = None
         if conn.tls_log and '"tls_version":null' not in conn.tls_log:
             try:
@@ -322,6 +323,7 @@ class Hub:
         ex.cap = None
         t = ex.target
         ptype, reason = logged_as(code)
+        reason = getattr(ex, "detail", None) or reason
         rec.update({
             "status": status, "proxy_status": ptype, "reason": reason,
             "target": t.addr if t is not None else None, "retries": ex.retries,

@@ -42,6 +42,9 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "misdirected_request": (421, "http_request_error",
                             "this connection's certificate does not serve this host"),
     "websocket_denied": (403, "http_request_denied", "WebSocket is not enabled on this route"),
+    # route policies (dataplane.policies renders these with the access list's name)
+    "access_denied": (403, "http_request_denied", "access list"),
+    "maintenance": (503, "destination_unavailable", "maintenance"),
 }
 
 
@@ -77,9 +80,10 @@ _KEEP_10 = b"\r\nConnection: keep-alive\r\n\r\n"
 
 
 def render(code: str, request_id: bytes, close: bool, http10: bool = False,
-           head: bool = False) -> bytes:
-    """The full response bytes for error ``code``."""
-    t = TEMPLATES[code]
+           head: bool = False, template: Template | None = None) -> bytes:
+    """The full response bytes for error ``code`` (or of ``template``, one built at
+    apply time such as an access list's 403)."""
+    t = template or TEMPLATES[code]
     tail = _CLOSE if close else (_KEEP_10 if http10 else _KEEP_11)
     return t.prefix + request_id + tail + (b"" if head else t.body)
 

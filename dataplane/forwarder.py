@@ -21,11 +21,11 @@ from typing import Any
 from httptools import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                        HttpRequestParser, parse_url)
 
-from dataplane import acme, errors, headers
+from dataplane import acme, errors, headers, policies
 from dataplane.accesslog import NO_TLS
 from dataplane.headers import (H_CL, H_CONN, H_EXPECT, H_HOST, H_IDENT, H_RID, H_TE, H_UPG,
                                H_VIA, REQ_CLASS, tokens)
-from dataplane.outlier import FAILURE_CODES
+from dataplane.outlier import CONNECT_FAILURE_CODES, FAILURE_CODES, OutlierDetector
 from dataplane.router import normalize_host
 from dataplane.tls import connection_info
 from dataplane.upstream import UpstreamConnection, UpstreamError
@@ -203,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "parser", "cur", "active", "queue", "client_ip",
                  "client_b", "trusted", "ident", "paused", "write_paused", "in_head",
                  "head_bytes", "idle_since", "head_started", "last_rx", "requests", "closed",
-                 "cert", "tls_log", "host_ok", "lingering", "half_closed", "discard")
+                 "cert", "tls_log", "host_ok", "lingering", "half_closed", "discard", "addr_key")
 
     def __init__(self, server: ProxyServer):
         self.server = server
@@ -224,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = 0.0    # when a lingering close started (0: not lingering)
         self.half_closed = False  # the client sent FIN after complete requests
         self.discard = False    # a parse error or a lingering close: bytes read are dropped
+        self.addr_key = False   # the peer as policies.address_key gives it (False: not yet)
 
     # ---- transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -489,7 +490,7 @@ class Exchange:
         "req_complete", "resp_started", "resp_done", "mode", "status", "upstream_status",
         "interim", "bytes_out", "connect_time", "first_byte", "sent_at", "logged",
         "stale_retry", "dead", "up_paused", "host_s", "path_b", "eof_body", "out",
-        "upgrade", "upg_req", "ws", "early", "set_cookie", "cap", "refused",
+        "upgrade", "upg_req", "ws", "early", "set_cookie", "cap", "refused", "detail",
     )
 
     def __init__(self, conn: ClientConnection):
@@ -537,6 +538,7 @@ class Exchange:
         self.early = b""       # client bytes after the upgrade request
         self.cap = None        # diagnostics: the capture record when capture is armed
         self.refused = ""      # a parse error code: answered with it in its turn
+        self.detail = None     # a policy refusal's details (access list name): logged reason
 
     # ---- request head
     def special(self, cls: int, lname: bytes, value: bytes) -> None:
@@ -694,8 +696,15 @@ class Exchange:
     def forward(self, route: Any, url: bytes) -> None:
         """The route's own checks, the upstream request head, then an upstream."""
         conn = self.conn
+        acl = route.access
+        if acl is not None and not acl.allows(self.client_key()):
+            self.detail = acl.detail
+            return self.fail("access_denied", template=acl.template)
         if route.https_redirect and not conn.server.tls:
             return self.redirect(url)
+        if route.maintenance is not None:  # answered here: the pool is never touched
+            self.detail = route.maintenance.detail
+            return self.fail("maintenance", template=route.maintenance.pick(self.headers))
         # an upgrade needs Connection: upgrade too (the parser's verdict, RFC 9110 7.8);
         # without it the Upgrade header is dropped and the request is a plain one
         if self.upg_req and self.upgrade is not None and b"websocket" in self.upgrade.lower():
@@ -718,6 +727,19 @@ class Exchange:
             self.head_rest = WS_REQUEST + self.head_rest
         self.pool = route.pool
         self.attempt()
+
+    def client_key(self) -> tuple[int, int] | None:
+        """The client address as SPEC 4 determines it, for access lists: the peer, or for
+        a peer inside trusted_proxies the address its X-Forwarded-For names."""
+        conn = self.conn
+        key = conn.addr_key
+        if key is False:
+            key = conn.addr_key = policies.address_key(conn.client_ip)
+        if conn.trusted and self.ident_in is not None:
+            xff = self.ident_in.get(b"x-forwarded-for")
+            if xff and not (self.conn_tokens and b"x-forwarded-for" in self.conn_tokens):
+                return policies.forwarded_client(xff, key, conn.server.is_trusted)
+        return key
 
     def build_head(self, route: Any) -> bytes:
         """The upstream request head after the request line and Host."""
@@ -759,6 +781,8 @@ class Exchange:
             if self.dead or self.resp_done:
                 return
             self.last_error = e.code
+            if e.code in CONNECT_FAILURE_CODES:
+                OutlierDetector.connect_failed(t, e.code)
             if e.code in FAILURE_CODES:
                 self.target_failed()
             if self.retries < pool.retries and self.method in IDEMPOTENT:
@@ -770,6 +794,9 @@ class Exchange:
             if not self.dead:
                 self.fail("proxy_internal_error", force_close=True)
             return
+        o = t.outlier
+        if o is not None and o.run:
+            o.run = 0  # a connect succeeded: the run of connect failures is over
         if self.dead or self.resp_done:
             c.hostpool.release(c)
             return
@@ -1011,8 +1038,9 @@ class Exchange:
             self.conn.unpause(P_UPSTREAM)
 
     # ---- endings
-    def fail(self, code: str, force_close: bool = False) -> None:
-        """Answer with a generated error response."""
+    def fail(self, code: str, force_close: bool = False, template: Any = None) -> None:
+        """Answer with a generated error response (``template``: one built at apply time,
+        such as an access list's 403, logged and counted as ``code``)."""
         if self.resp_done:
             return
         if self.up is not None:
@@ -1024,7 +1052,7 @@ class Exchange:
             self.keep_alive = False
         rid = self.rid or new_request_id()
         data = errors.render(code, rid, close=close, http10=self.http10,
-                             head=self.method == b"HEAD")
+                             head=self.method == b"HEAD", template=template)
         if self.cap is not None:
             self.cap["client_response"] = _diag_head(data)
         if not conn.closed:
@@ -1035,7 +1063,7 @@ class Exchange:
             self.pending_size = 0
             conn.unpause(P_BUFFER)
         self.pending = []
-        self.finish(errors.status_of(code), code)
+        self.finish(template.status if template is not None else errors.status_of(code), code)
         if self.req_complete or close:
             conn.exchange_finished(self)
 
@@ -1104,6 +1132,8 @@ class Exchange:
         route = self.route
         if proxy_status:  # the code of the ending: logged and counted as its RFC 9209 type
             ptype, reason = errors.LOGGED.get(proxy_status) or (proxy_status, None)
+            if self.detail is not None:
+                reason = self.detail
         else:
             ptype, reason = "", None
         stats = route.stats if route is not None else server.metrics.no_route

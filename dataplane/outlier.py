@@ -26,6 +26,11 @@ the earliest end and refresh on the first pick after it (see balancer.Balancer).
 Records are keyed by target id and survive config applies (an apply re-binds them
 to the new ``TargetState`` objects), so a config change never un-ejects a target.
 State is per process: with ``--workers N`` each worker judges the traffic it saw.
+
+Apart from ejection, each record counts the current run of connect failures of one
+kind (``connect_failed`` / ``connect_ok``: plain integer and reference updates on the
+record, nothing allocated per request); ``failing()`` lists the runs of at least
+``RUN_REPORT``, which the node reports to the control plane with its traffic.
 """
 from __future__ import annotations
 
@@ -33,12 +38,23 @@ import time
 from typing import Any
 
 monotonic = time.monotonic
+wallclock = time.time
 
 CONSECUTIVE = 5
 BASE_SECONDS = 30.0
 MAX_SECONDS = 300.0
 MAX_FRACTION = 0.10
 RESET_SECONDS = 300.0
+
+# A run of this many connect failures in a row on a target is reported to the control
+# plane as passive evidence (``failing()``), whether or not it led to an ejection.
+RUN_REPORT = 3
+# Connect failures (errors.ERRORS codes) that make up such a run; a connect that
+# succeeds ends it.
+CONNECT_FAILURE_CODES = frozenset((
+    "connection_refused", "connection_timeout", "destination_ip_unroutable", "dns_error",
+    "tls_protocol_error", "tls_certificate_error",
+))
 
 # errors.ERRORS codes that count as a failure of the target
 FAILURE_CODES = frozenset((
@@ -51,7 +67,8 @@ FAILURE_CODES = frozenset((
 class Record:
     """Passive-health state of one target (kept across applies)."""
 
-    __slots__ = ("target_id", "fails", "until", "ejections", "last_end", "pool_name", "addr")
+    __slots__ = ("target_id", "fails", "until", "ejections", "last_end", "pool_name", "addr",
+                 "run", "run_code", "run_since")
 
     def __init__(self, target_id: int):
         self.target_id = target_id
@@ -61,6 +78,9 @@ class Record:
         self.last_end = 0.0
         self.pool_name = ""
         self.addr = ""
+        self.run = 0            # consecutive connect failures of the same kind
+        self.run_code = ""      # their errors.ERRORS code (a constant: no allocation)
+        self.run_since = 0.0    # epoch seconds of the run's first failure
 
 
 class OutlierDetector:
@@ -125,6 +145,25 @@ class OutlierDetector:
         pool.balancer.refresh()
         return True
 
+    @staticmethod
+    def connect_failed(t: Any, code: str) -> None:
+        """Count a connect failure of target ``t`` in its run (same ``code`` in a row)."""
+        o = t.outlier
+        if o is None:
+            return
+        if o.run and o.run_code == code:
+            o.run += 1
+        else:
+            o.run, o.run_code, o.run_since = 1, code, wallclock()
+        if not o.addr:
+            o.addr = t.addr
+
+    @staticmethod
+    def connect_ok(t: Any) -> None:
+        o = t.outlier
+        if o is not None and o.run:
+            o.run = 0
+
     def _may_eject(self, t: Any, pool: Any, now: float) -> bool:
         targets = pool.targets
         ejected = sum(1 for x in targets if x.ejected_until > now)
@@ -141,4 +180,11 @@ class OutlierDetector:
             {"target": r.target_id, "pool": r.pool_name, "addr": r.addr,
              "remaining_seconds": round(r.until - now, 3), "ejections": r.ejections}
             for r in self.records.values() if r.until > now
+        ]
+
+    def failing(self, min_run: int = RUN_REPORT) -> list[dict]:
+        """Targets whose last ``min_run`` or more connects all failed the same way."""
+        return [
+            {"target": r.target_id, "count": r.run, "code": r.run_code, "since": round(r.run_since, 1)}
+            for r in self.records.values() if r.run >= min_run
         ]

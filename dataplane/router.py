@@ -61,6 +61,7 @@ class RouteEntry:
         "strip_prefix", "preserve_host", "max_body_size", "forwarded",
         "req_drop", "req_extra", "resp_drop", "resp_extra", "resp_drop_tls", "resp_extra_tls",
         "websocket", "https_redirect",
+        "access", "maintenance",  # dataplane.policies: AccessGate and Maintenance, or None
     )
 
     def __init__(self, route: Any):
@@ -86,6 +87,7 @@ class RouteEntry:
         self.log_prefix = ""
         self.req_drop = self.resp_drop = self.resp_drop_tls = frozenset()
         self.req_extra = self.resp_extra = self.resp_extra_tls = b""
+        self.access = self.maintenance = None
 
     def accepts(self, method: bytes, headers: Headers) -> bool:
         if self.methods is not None and method not in self.methods:

@@ -29,6 +29,10 @@ HASH_KEY_CHECKS = {"header": wire.header_name, "cookie": wire.cookie_name}
 PATH_TYPES = ("prefix", "exact", "regex")
 TARGET_STATES = ("enabled", "disabled", "draining")
 CHECK_TYPES = ("http", "tcp")
+ACCESS_ACTIONS = ("allow", "deny")
+# An access list's name goes into the Proxy-Status details of its 403 (a quoted string)
+ACCESS_LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")
+MAX_ACCESS_RULES = 1000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 # Headers a header rule may never touch: framing and client identity.
@@ -163,6 +167,25 @@ class Route:
     max_body_size: int = 1024 * 1024
     forwarded: bool = False
     certificate: int | None = None
+    access_list: int | None = None   # an access list of the route's own owner
+    maintenance: bool = False        # answer 503 (Retry-After) without touching the pool
+    retry_after: int = 0             # seconds in the maintenance answer's Retry-After; 0: none
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    action: str  # "allow" or "deny"
+    cidr: str    # an IPv4 or IPv6 network (normalised: host bits cleared)
+
+
+@dataclass(frozen=True)
+class AccessList:
+    """Ordered allow/deny rules on the client address: first match wins, then default."""
+    id: int
+    name: str
+    tenant: str | None
+    rules: tuple[AccessRule, ...] = ()
+    default: str = "allow"
 
 
 @dataclass(frozen=True)
@@ -204,6 +227,7 @@ class Snapshot:
     certificates: tuple[Certificate, ...] = ()
     acme_challenges: AcmeChallenges = field(default_factory=AcmeChallenges)
     schema: int = SCHEMA_VERSION
+    access_lists: tuple[AccessList, ...] = ()
 
 
 # ---------------------------------------------------------------- helpers
@@ -529,6 +553,46 @@ def _route(r: _Reader, value: Any, path: str) -> Route:
         max_body_size=r.int(d, "max_body_size", path, 1024 * 1024, 0, 1 << 40),
         forwarded=r.bool(d, "forwarded", path, False),
         certificate=cert,
+        access_list=_opt_id(r, d, "access_list", path, "an access list id"),
+        maintenance=r.bool(d, "maintenance", path, False),
+        retry_after=r.int(d, "retry_after", path, 0, 0, 7 * 86400),
+    )
+
+
+def _opt_id(r: _Reader, d: dict, key: str, path: str, what: str) -> int | None:
+    value = d.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        r.fail(f"{path}.{key}", f"must be {what} or null")
+        return None
+    return value
+
+
+def _access_list(r: _Reader, value: Any, path: str) -> AccessList:
+    d = r.obj(value, path)
+    name = r.str(d, "name", path, max_len=100)
+    if isinstance(d.get("name"), str) and not ACCESS_LIST_NAME.fullmatch(name):
+        r.fail(f"{path}.name", "use letters, digits, spaces, '.', '_' and '-' (at most 100, "
+                               "starting with a letter or digit)")
+    rules = []
+    items = r.list(d.get("rules"), f"{path}.rules")
+    if len(items) > MAX_ACCESS_RULES:
+        r.fail(f"{path}.rules", f"at most {MAX_ACCESS_RULES} rules")
+        items = []
+    for i, item in enumerate(items):
+        item = r.obj(item, f"{path}.rules[{i}]")
+        action = r.choice(item, "action", f"{path}.rules[{i}]", ACCESS_ACTIONS, "deny")
+        cidr = r.str(item, "cidr", f"{path}.rules[{i}]", max_len=64)
+        try:
+            cidr = str(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            r.fail(f"{path}.rules[{i}].cidr", f"{cidr!r} is not an IPv4 or IPv6 address or network")
+        rules.append(AccessRule(action, cidr))
+    return AccessList(
+        id=r.int(d, "id", path),
+        name=name,
+        tenant=r.opt_tenant(d, path),
+        rules=tuple(rules),
+        default=r.choice(d, "default", path, ACCESS_ACTIONS, "allow"),
     )
 
 
@@ -626,6 +690,11 @@ def _cross_check(r: _Reader, snap: Snapshot) -> None:
         if p.algorithm == "consistent_hash" and p.hash_on != "client_ip" and not p.hash_key:
             r.fail(f"pools[{i}].hash_key", f"is required to hash on a {p.hash_on}")
     cert_ids = {c.id for c in snap.certificates}
+    access_lists = {}
+    for i, a in enumerate(snap.access_lists):
+        if a.id in access_lists:
+            r.fail(f"access_lists[{i}].id", f"duplicate access list id {a.id}")
+        access_lists[a.id] = a
     seen_ids: set[int] = set()
     seen_keys: dict[tuple, str] = {}
     for i, route in enumerate(snap.routes):
@@ -639,6 +708,13 @@ def _cross_check(r: _Reader, snap: Snapshot) -> None:
             r.fail(f"routes[{i}].pool", f"pool {pool.name!r} has no targets")
         if route.certificate is not None and route.certificate not in cert_ids:
             r.fail(f"routes[{i}].certificate", f"unknown certificate {route.certificate}")
+        if route.access_list is not None:
+            acl = access_lists.get(route.access_list)
+            if acl is None:
+                r.fail(f"routes[{i}].access_list", f"unknown access list {route.access_list}")
+            elif acl.tenant != route.tenant:  # tenant isolation: only the owner's own lists
+                r.fail(f"routes[{i}].access_list",
+                       f"access list {acl.name!r} belongs to another owner than the route")
         match_key = (route.path, route.path_type, route.methods,
                      tuple(sorted((m.name.lower(), m.value) for m in route.headers)), route.priority)
         for host in route.hosts:
@@ -662,6 +738,8 @@ def parse_snapshot(data: Any) -> Snapshot:
         certificates=tuple(_certificate(r, c, f"certificates[{i}]")
                            for i, c in enumerate(r.list(d.get("certificates"), "certificates"))),
         acme_challenges=_acme_challenges(r, d.get("acme_challenges"), "acme_challenges"),
+        access_lists=tuple(_access_list(r, a, f"access_lists[{i}]")
+                           for i, a in enumerate(r.list(d.get("access_lists"), "access_lists"))),
     )
     if not r.errors:
         _cross_check(r, snap)
@@ -728,7 +806,12 @@ def decode_push(frame: bytes) -> dict:
 #                              "latency_buckets": [int] * STATS_BUCKET_SLOTS,
 #                              "upstream_latency_buckets": [int] * STATS_BUCKET_SLOTS,
 #                              "bytes_in": int, "bytes_out": int}},
-#    "ejections": [{"target_id": int, "until": float (epoch seconds)}]}
+#    "ejections": [{"target_id": int, "until": float (epoch seconds)}],
+#    "failing": [{"target_id": int, "count": int, "code": str (a Proxy-Status type),
+#                 "since": float (epoch seconds)}]}
+# ``failing`` (optional) lists the targets whose last ``count`` (>= 3) connects all failed
+# with ``code``, the run having started at ``since``; like ``ejections`` it is the
+# node's current state, not a delta.
 # Every number is a delta since the previous report of the same node process (never a
 # running total). Histograms count observations per bucket (not cumulative): slot i
 # holds values <= LATENCY_BUCKETS[i] and > the bound before; the last slot holds
@@ -746,6 +829,7 @@ STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 MAX_STATS_ROUTES = 1000
 MAX_STATS_PROXY_STATUS = 32       # distinct Proxy-Status types per route and report
 MAX_STATS_EJECTIONS = 1000
+MAX_STATS_FAILING = 1000
 MAX_STATS_COUNT = 1 << 53         # any counter in one report
 MAX_STATS_INTERVAL = 7 * 86400.0
 PROXY_STATUS_TYPE = re.compile(r"^[a-z0-9_\-]{1,64}$")
@@ -773,10 +857,19 @@ class Ejection:
 
 
 @dataclass(frozen=True)
+class FailureRun:
+    target_id: int
+    count: int
+    code: str
+    since: float
+
+
+@dataclass(frozen=True)
 class StatsReport:
     interval: float
     routes: dict[int, RouteTraffic]
     ejections: tuple[Ejection, ...]
+    failing: tuple[FailureRun, ...] = ()
 
 
 def _count(value: Any, path: str) -> int:
@@ -856,7 +949,24 @@ def parse_stats(msg: Any) -> StatsReport:
             raise StatsInvalid(f"ejections[{i}].until: must be epoch seconds")
         ejections.append(Ejection(_count(e.get("target_id"), f"ejections[{i}].target_id"),
                                   float(until)))
-    return StatsReport(float(interval), routes, tuple(ejections))
+    failing_in = msg.get("failing")
+    if failing_in is None:
+        failing_in = []
+    if not isinstance(failing_in, list) or len(failing_in) > MAX_STATS_FAILING:
+        raise StatsInvalid(f"failing: must be a list of at most {MAX_STATS_FAILING}")
+    failing = []
+    for i, e in enumerate(failing_in):
+        if not isinstance(e, dict):
+            raise StatsInvalid(f"failing[{i}]: must be an object")
+        since = e.get("since")
+        if isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < 1e11:
+            raise StatsInvalid(f"failing[{i}].since: must be epoch seconds")
+        code = e.get("code")
+        if not isinstance(code, str) or not PROXY_STATUS_TYPE.match(code):
+            raise StatsInvalid(f"failing[{i}].code: must be a Proxy-Status type")
+        failing.append(FailureRun(_count(e.get("target_id"), f"failing[{i}].target_id"),
+                                  _count(e.get("count"), f"failing[{i}].count"), code, float(since)))
+    return StatsReport(float(interval), routes, tuple(ejections), tuple(failing))
 
 
 # ---------------------------------------------------------------- diagnostics

@@ -17,9 +17,9 @@ and ``outlier``; ``apply(version, digest, snapshot) -> float`` (ms; raises
 Traffic reports (``schema.MSG_STATS``): every ``stats_seconds`` (default
 ``schema.STATS_SECONDS``; 0 turns them off) the client sends the per-route deltas of
 ``state.metrics.delta_report()`` (or of the ``stats_source`` callable it was given)
-and the targets ejected by passive health (``current_ejections``), only when there
-was traffic or the ejections changed. Reports are telemetry: one that cannot be sent
-is dropped, never retried.
+and the targets ejected by passive health (``current_ejections``) and those in a run
+of connect failures (``current_failing``), only when there was traffic or either
+changed. Reports are telemetry: one that cannot be sent is dropped, never retried.
 """
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ class SyncClient:
         self.stats_source = stats_source or state.metrics.delta_report
         self._last_report = time.monotonic()
         self._last_ejections: list[dict] = []
+        self._last_failing: list[dict] = []
         # Observable state, for the admin endpoint and tests.
         self.connected = False
         self.stats = {"connects": 0, "connect_failures": 0, "pushes": 0, "superseded": 0,
@@ -226,11 +227,13 @@ class SyncClient:
         """Send the traffic since the previous report; returns the messages sent."""
         routes = self.stats_source() or {}
         ejections = current_ejections(self.state)
+        failing = current_failing(self.state)
         now = time.monotonic()
         interval, self._last_report = now - self._last_report, now
-        if not routes and ejections == self._last_ejections:
+        if not routes and ejections == self._last_ejections and failing == self._last_failing:
             return 0
         self._last_ejections = ejections
+        self._last_failing = failing
         items = sorted(routes.items())
         chunks = [items[i:i + schema.MAX_STATS_ROUTES]
                   for i in range(0, len(items), schema.MAX_STATS_ROUTES)] or [[]]
@@ -239,6 +242,7 @@ class SyncClient:
                 "type": schema.MSG_STATS, "interval": round(interval, 3),
                 "routes": {str(rid): entry for rid, entry in chunk},
                 "ejections": ejections,
+                "failing": failing,
             })
             self.stats["reports"] += 1
         return len(chunks)
@@ -382,6 +386,23 @@ def current_ejections(state: Any) -> list[dict]:
         try:
             out.append({"target_id": int(e["target"]),
                         "until": round(now + max(0.0, float(e["remaining_seconds"])), 1)})
+        except (KeyError, TypeError, ValueError):
+            continue
+    out.sort(key=lambda e: e["target_id"])
+    return out
+
+
+def current_failing(state: Any) -> list[dict]:
+    """Runs of connect failures (``outlier.OutlierDetector.failing``) as
+    ``[{"target_id", "count", "code", "since"}]``; ``[]`` when the state has none."""
+    source = getattr(state.outlier, "failing", None)
+    if source is None:
+        return []
+    out = []
+    for e in source()[:schema.MAX_STATS_FAILING]:
+        try:
+            out.append({"target_id": int(e["target"]), "count": int(e["count"]),
+                        "code": str(e["code"]), "since": float(e["since"])})
         except (KeyError, TypeError, ValueError):
             continue
     out.sort(key=lambda e: e["target_id"])

@@ -67,7 +67,8 @@ def collect_stats(state: Any) -> dict:
         })
     return {"pid": os.getpid(), "routes": routes, "active": m.active_connections,
             "health": [list(row) for row in m.target_health()],
-            "ejections": state.ejections(), "version": state.version}
+            "ejections": state.ejections(), "failing": state.outlier.failing(),
+            "version": state.version}
 
 
 class WorkerLink:
@@ -357,6 +358,16 @@ class Supervisor(Runtime):
 
     def current(self) -> list[dict]:  # the outlier detector's reporting API (outlier.py)
         return self.ejections()
+
+    def failing(self) -> list[dict]:
+        """Runs of connect failures seen by any worker (the longest run per target)."""
+        best: dict = {}
+        for w in self.workers:
+            for e in (w.stats or {}).get("failing", []):
+                old = best.get(e["target"])
+                if old is None or e["count"] > old["count"]:
+                    best[e["target"]] = e
+        return list(best.values())
 
     # ---- lifecycle
     async def run(self) -> int:

@@ -2,24 +2,32 @@
 
 ``AcmeClient`` speaks to one directory with one account key: it registers the account
 (with External Account Binding when configured), places an order for a set of names
-(a fresh P-256 key and CSR per order, the configured profile), hands back the HTTP-01
-challenges to publish, tells the CA to validate them and returns the issued chain.
+(a fresh P-256 key and CSR per order, a profile, and on a renewal the ARI ``replaces``
+of the certificate it replaces), hands back the challenges of the chosen method
+(HTTP-01, TLS-ALPN-01 or DNS-01) to publish, tells the CA to validate them and returns
+the issued chain.
 Every failure is raised as ``AcmeFailure`` with the CA's own words.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.conf import settings
 
 USER_AGENT = "switchyard-acme"
 NETWORK_TIMEOUT = 30
+HTTP_01, TLS_ALPN_01, DNS_01 = "http-01", "tls-alpn-01", "dns-01"
+METHODS = (HTTP_01, TLS_ALPN_01, DNS_01)
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # RFC 8737
 
 
 class AcmeFailure(Exception):
@@ -56,10 +64,48 @@ def new_private_key() -> str:
 
 @dataclass(frozen=True)
 class Http01:
+    """A challenge to publish: HTTP-01 (token and key authorization on every node),
+    TLS-ALPN-01 (``certificate_pem``/``private_key_pem`` on every node's TLS listener) or
+    DNS-01 (``dns_value`` in the TXT record of ``_acme-challenge.<host>``)."""
     host: str
     token: str
     key_authorization: str
     body: messages.ChallengeBody
+    method: str = HTTP_01
+    certificate_pem: str = ""
+    private_key_pem: str = ""
+
+    @property
+    def dns_value(self) -> str:
+        return jose.b64encode(hashlib.sha256(self.key_authorization.encode()).digest()).decode()
+
+
+def tls_alpn01_certificate(host: str, key_authorization: str) -> tuple[str, str]:
+    """The RFC 8737 validation certificate: self-signed, ``host`` its only name, the critical
+    acmeIdentifier extension holding sha256(key authorization); (certificate PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.timezone.utc)
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+def _typ(chall) -> str:
+    """A challenge's type; ``acme`` parses types it does not know (tls-alpn-01) as unrecognized."""
+    return chall.typ if isinstance(chall.typ, str) else str(chall.jobj.get("type", ""))
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the ARI certID of the certificate it renews)."""
+    replaces: str = jose.field("replaces", omitempty=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -117,25 +163,55 @@ class AcmeClient:
         except Exception as exc:
             raise AcmeFailure(f"account registration refused: {describe(exc)}") from exc
 
-    def new_order(self, names: list[str], key_pem: str) -> messages.OrderResource:
+    def new_order(self, names: list[str], key_pem: str, profile: str | None = None,
+                  replaces: str = "") -> messages.OrderResource:
+        """Place the order; ``profile`` None takes the configured one; ``replaces`` (an ARI
+        certID) is sent only when the CA offers renewal information."""
         csr = crypto_util.make_csr(key_pem.encode(), names)
+        profile = self.config.profile if profile is None else profile
         try:
-            return self.acme.new_order(csr, profile=self.config.profile or None)
+            if not replaces or not self.renewal_info_url:
+                return self.acme.new_order(csr, profile=profile or None)
+            return self._new_order(csr, profile, replaces)
         except Exception as exc:
             raise AcmeFailure(f"order refused: {describe(exc)}") from exc
 
-    def http01(self, order: messages.OrderResource) -> list[Http01]:
-        """The HTTP-01 challenge of each authorization that is not valid yet."""
+    def _new_order(self, csr_pem: bytes, profile: str, replaces: str) -> messages.OrderResource:
+        """``ClientV2.new_order`` with ``replaces`` in the request."""
+        acme = self.acme
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, _ips = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+        request = _NewOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
+        response = acme._post(acme.directory["newOrder"], request)
+        body = messages.Order.from_json(response.json())
+        authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url) for url in body.authorizations]
+        return messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                      authorizations=authorizations, csr_pem=csr_pem)
+
+    def challenges(self, order: messages.OrderResource, method: str = HTTP_01) -> list[Http01]:
+        """The ``method`` challenge of each authorization that is not valid yet."""
         found = []
         for authzr in order.authorizations:
             if authzr.body.status == messages.STATUS_VALID:
                 continue
-            body = next((c for c in authzr.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+            host = authzr.body.identifier.value
+            body = next((c for c in authzr.body.challenges if _typ(c.chall) == method), None)
             if body is None:
-                raise AcmeFailure(f"the CA offers no HTTP-01 challenge for {authzr.body.identifier.value}")
-            _response, key_authorization = body.chall.response_and_validation(self.key)
-            found.append(Http01(authzr.body.identifier.value, body.chall.encode("token"), key_authorization, body))
+                offered = ", ".join(sorted(_typ(c.chall) for c in authzr.body.challenges)) or "none"
+                what = f"*.{host}" if authzr.body.wildcard else host
+                raise AcmeFailure(f"the CA offers no {method} challenge for {what} (it offers: {offered})")
+            token = body.chall.encode("token") if hasattr(body.chall, "token") else str(body.chall.jobj["token"])
+            thumbprint = jose.b64encode(self.key.public_key().thumbprint(hash_function=hashes.SHA256)).decode()
+            key_authorization = f"{token}.{thumbprint}"
+            cert_pem = key_pem = ""
+            if method == TLS_ALPN_01:
+                cert_pem, key_pem = tls_alpn01_certificate(host, key_authorization)
+            found.append(Http01(host, token, key_authorization, body, method, cert_pem, key_pem))
         return found
+
+    def http01(self, order: messages.OrderResource) -> list[Http01]:
+        return self.challenges(order, HTTP_01)
 
     def validate_and_finish(self, order: messages.OrderResource, pending: list[Http01],
                             timeout_seconds: float) -> str:
@@ -143,8 +219,8 @@ class AcmeClient:
         the issued chain (leaf first) as PEM."""
         deadline = dt.datetime.now() + dt.timedelta(seconds=timeout_seconds)
         try:
-            for challenge in pending:
-                self.acme.answer_challenge(challenge.body, challenge.body.response(self.key))
+            for challenge in pending:  # every method's response is the empty object
+                self.acme.answer_challenge(challenge.body, challenges.HTTP01Response())
             return self.acme.poll_and_finalize(order, deadline).fullchain_pem
         except Exception as exc:
             raise AcmeFailure(describe(exc)) from exc

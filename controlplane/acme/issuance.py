@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import ari, client, services
+from . import ari, client, dns01, services
 from .models import Order
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,53 @@ def _messages(exc: ValidationError) -> str:
 
 
 def _obtain(order: Order) -> tuple[str, str]:
-    """Order, publish the challenges, wait for every node, validate; (chain PEM, key PEM)."""
+    """Order (the route's profile; ARI ``replaces`` on a renewal), publish the challenges of
+    the route's method (to every node and wait for their ACK, or to the DNS server and wait
+    until it answers them), validate; (chain PEM, key PEM)."""
+    route = order.route
+    method = services.method_for(route)
     acme = services.account_client(client.configured())
     key_pem = client.new_private_key()
-    ca_order = acme.new_order(order.names, key_pem)
-    pending = acme.http01(ca_order)
+    ca_order = acme.new_order(order.names, key_pem, profile=services.profile_for(route) or "",
+                              replaces=_replaces(order))
+    pending = acme.challenges(ca_order, method)
+    if method == client.DNS_01:
+        return _obtain_dns01(acme, ca_order, pending), key_pem
     if pending:
         version = services.publish_challenges(order, pending)
         services.wait_for_nodes(version, settings.SWITCHYARD_ACME_PROPAGATION_SECONDS)
     return acme.validate_and_finish(ca_order, pending, settings.SWITCHYARD_ACME_VALIDATION_SECONDS), key_pem
+
+
+def _replaces(order: Order) -> str:
+    """The ARI certID of the certificate a renewal replaces ("" for a first order)."""
+    cert = order.certificate if order.certificate_id else None
+    if cert is None or not cert.certificate_pem:
+        return ""
+    try:
+        return ari.cert_id(cert.certificate_pem)
+    except (ValueError, x509.ExtensionNotFound):  # no authority key identifier: no replaces
+        return ""
+
+
+def _obtain_dns01(acme: client.AcmeClient, ca_order, pending: list[client.Http01]) -> str:
+    config = dns01.configured()
+    if config is None:
+        raise client.AcmeFailure("DNS-01 needs SWITCHYARD_ACME_DNS_SERVER and SWITCHYARD_ACME_DNS_ZONE")
+    # A wildcard's authorization names its base: both validate at _acme-challenge.<base>.
+    records = [(dns01.record_name(c.host, config.zone), c.dns_value) for c in pending]
+    if records:
+        dns01.add(config, records)
+    try:
+        if records:
+            dns01.wait_visible(config, records, settings.SWITCHYARD_ACME_PROPAGATION_SECONDS)
+        return acme.validate_and_finish(ca_order, pending, settings.SWITCHYARD_ACME_VALIDATION_SECONDS)
+    finally:
+        if records:
+            try:
+                dns01.remove(config, records)
+            except client.AcmeFailure as exc:  # the certificate is issued: a stale TXT record is harmless
+                log.warning("%s", exc)
 
 
 def refresh_renewal_info(now: dt.datetime | None = None) -> int:

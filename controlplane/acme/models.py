@@ -23,6 +23,8 @@ class Order(models.Model):
 
     route = models.OneToOneField("proxy.Route", on_delete=models.CASCADE, related_name="acme_order")
     names = models.JSONField(default=list)
+    challenge = models.CharField(max_length=12, blank=True, help_text="The challenge the route asked for last.")
+    profile = models.CharField(max_length=64, blank=True, help_text="The profile the route asked for last.")
     state = models.CharField(max_length=10, choices=STATES, default=PENDING)
     error = models.TextField(blank=True)
     failures = models.PositiveIntegerField(default=0, help_text="Failed attempts in a row.")
@@ -50,11 +52,16 @@ class NameClaim(models.Model):
 
 
 class Challenge(models.Model):
-    """A pending HTTP-01 challenge: every node answers it until the order ends."""
+    """A pending HTTP-01 or TLS-ALPN-01 challenge: every node answers it until the order
+    ends. A TLS-ALPN-01 challenge carries its throwaway validation certificate and key
+    (good for nothing but that handshake)."""
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="challenges")
+    method = models.CharField(max_length=12, default="http-01")
     host = models.CharField(max_length=253)
     token = models.CharField(max_length=256, unique=True)
     key_authorization = models.CharField(max_length=512)
+    certificate_pem = models.TextField(blank=True)
+    private_key_pem = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

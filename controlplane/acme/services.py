@@ -16,6 +16,7 @@ from controlplane.alerts import hooks
 from controlplane.audit.services import Actor
 from controlplane import crypto
 from controlplane.certs.services import trusted_bundle
+from controlplane.proxy import acme_choice
 from controlplane.proxy import services as proxy_services
 from controlplane.proxy.models import Certificate, Route
 from controlplane.publishing import publisher
@@ -34,11 +35,27 @@ def enabled() -> bool:
 
 
 def challenges_section() -> dict | None:
-    """The snapshot's ``acme_challenges``: every pending HTTP-01 challenge, or None."""
-    rows = list(Challenge.objects.order_by("id").values_list("token", "key_authorization"))
+    """The snapshot's ``acme_challenges``: every pending HTTP-01 and TLS-ALPN-01 challenge,
+    or None. A TLS-ALPN-01 entry carries its throwaway validation certificate and key."""
+    rows = list(Challenge.objects.order_by("id"))
     if not rows:
         return None
-    return {"http01": [{"token": token, "key_authorization": key_auth} for token, key_auth in rows]}
+    section = {"http01": [{"token": c.token, "key_authorization": c.key_authorization}
+                          for c in rows if c.method == acme_choice.HTTP_01]}
+    alpn = [{"host": c.host, "certificate_pem": c.certificate_pem, "private_key_pem": c.private_key_pem}
+            for c in rows if c.method == acme_choice.TLS_ALPN_01]
+    if alpn:
+        section["tls_alpn01"] = alpn
+    return section
+
+
+def method_for(route: Route) -> str:
+    """The challenge this route's orders use (see ``proxy.acme_choice``)."""
+    return acme_choice.method(route.hosts, route.acme_challenge)
+
+
+def profile_for(route: Route) -> str:
+    return acme_choice.profile(route.acme_profile)
 
 
 # ------------------------------------------------------------------ orders follow routes
@@ -52,10 +69,17 @@ def sync_route(route: Route) -> Order | None:
             order.delete()
         return None
     names = sorted(route.hosts or [])
+    asked = (method_for(route), profile_for(route))
     if order is not None and order.names == names:
-        return None
+        if (order.challenge, order.profile) == asked:
+            return None
+        order.challenge, order.profile = asked
+        if order.state == Order.VALID:  # the issued certificate stands; the next renewal uses them
+            order.save(update_fields=["challenge", "profile", "updated"])
+            return None
     order = order or Order(route=route)
     order.names, order.state, order.error, order.failures, order.next_retry = names, Order.PENDING, "", 0, None
+    order.challenge, order.profile = asked
     order.save()
     return order
 
@@ -117,8 +141,10 @@ def publish_challenges(order: Order, pending: list[Http01]) -> int:
     with transaction.atomic():
         publisher.lock()
         Challenge.objects.filter(order=order).delete()
-        Challenge.objects.bulk_create([Challenge(order=order, host=c.host, token=c.token,
-                                                 key_authorization=c.key_authorization) for c in pending])
+        Challenge.objects.bulk_create([Challenge(order=order, host=c.host, token=c.token, method=c.method,
+                                                 key_authorization=c.key_authorization,
+                                                 certificate_pem=c.certificate_pem,
+                                                 private_key_pem=c.private_key_pem) for c in pending])
         publisher.publish(Actor.system(), f"ACME challenges for {', '.join(order.names)}")
         return publisher.current_version().number
 
@@ -186,12 +212,27 @@ def record_failure(order: Order, error: str, now: dt.datetime) -> None:
                           dedup_key=f"acme:route:{route.pk}")
 
 
+OFF = "off"
+
+
 def status(route: Route) -> dict | None:
-    """What the route page and the API show: the order's real state, or None."""
-    order = Order.objects.filter(route_id=route.pk).first()
+    """What the route page and the API show: the order's real state; ``off`` for a route
+    that no longer asks but keeps its ACME certificate (attached, not renewed); or None."""
+    if not route.acme:
+        cert = Certificate.objects.filter(pk=route.certificate_id, source=Certificate.ACME).first() \
+            if route.certificate_id else None
+        if cert is None:
+            return None
+        return {"state": OFF, "names": list(cert.sans or []), "error": None, "next_retry": None, "renew_at": None,
+                "certificate": cert.pk, "not_after": cert.not_after, "in_progress": False,
+                "challenge": None, "profile": None}
+    order = Order.objects.filter(route_id=route.pk).select_related("certificate").first()
     if order is None:
         return None
     return {"state": order.state, "names": order.names, "error": order.error or None,
             "next_retry": order.next_retry if order.state == Order.FAILED else None,
             "renew_at": order.renew_at if order.certificate_id else None,
-            "certificate": order.certificate_id, "in_progress": state.in_progress(order.started, timezone.now())}
+            "certificate": order.certificate_id,
+            "not_after": order.certificate.not_after if order.certificate_id else None,
+            "in_progress": state.in_progress(order.started, timezone.now()),
+            "challenge": method_for(route), "profile": profile_for(route) or None}

@@ -105,8 +105,9 @@ def send_webhook(alert: Alert, channel: AlertChannel) -> int:
     host = urllib.parse.urlsplit(channel.url).hostname
     address = _vetted_address(host, channel.tenant) if channel.tenant_id else None
     body = json.dumps(webhook_payload(alert), separators=(",", ":"), default=str).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-               "X-Switchyard-Event": alert.kind, "X-Switchyard-Alert": str(alert.pk)}
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Switchyard-Event": alert.kind}
+    if alert.pk:  # a channel's test message is no stored alert
+        headers["X-Switchyard-Alert"] = str(alert.pk)
     secret = channel.secret
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, body)

@@ -40,7 +40,7 @@ class AlertChannel(models.Model):
         """What is wrong with the channel's settings, by field name; empty when it is valid."""
         problems: dict[str, list[str]] = {}
         if not (self.name or "").strip():
-            problems["name"] = ["is required"]
+            problems["name"] = ["This field is required."]
         if self.kind == self.EMAIL:
             found = {"emails": email_problems(self.emails)}
         elif self.kind == self.WEBHOOK:

@@ -1,9 +1,11 @@
 """``Authorization: Bearer <token>``: an ``ApiToken`` looked up by its hash.
 
-A revoked or unknown token is a 401. ``last_used`` is written at most once a minute
-per token, so busy clients do not turn every read into a write. ``request.auth`` is
-the ``ApiToken``; ``request.user`` its user (``permissions.principal_for`` turns a
-per-tenant token into that tenant and role only).
+A revoked or unknown token is a 401, and so is a token of a deactivated user or a
+per-tenant token whose (non-staff) user is no longer a member of its tenant.
+``last_used`` is written at most once a minute per token, so busy clients do not
+turn every read into a write. ``request.auth`` is the ``ApiToken``; ``request.user``
+its user (``permissions.principal_for`` turns a per-tenant token into that tenant
+and role only).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 
-from controlplane.tenancy.models import ApiToken, hash_token
+from controlplane.tenancy.access import is_staff
+from controlplane.tenancy.models import ApiToken, Membership, hash_token
 
 LAST_USED_EVERY = dt.timedelta(minutes=1)
 
@@ -35,6 +38,10 @@ class BearerTokenAuthentication(BaseAuthentication):
         token = (ApiToken.objects.select_related("user", "tenant")
                  .filter(token_hash=hash_token(plain), revoked__isnull=True).first())
         if token is None or not token.user.is_active:
+            raise AuthenticationFailed("invalid or revoked token")
+        if token.tenant_id is not None and not is_staff(token.user) and not Membership.objects.filter(
+                user_id=token.user_id, tenant_id=token.tenant_id).exists():
+            # the user lost the membership the token acts in
             raise AuthenticationFailed("invalid or revoked token")
         now = timezone.now()
         if token.last_used is None or now - token.last_used >= LAST_USED_EVERY:

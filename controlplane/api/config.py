@@ -78,8 +78,9 @@ class ConfigExportView(ConfigView):
             OpenApiParameter("format", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=list(document.FORMATS),
                              description="yaml (default) or json"),
             OpenApiParameter("include_keys", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=list(FLAG_VALUES),
-                             description="Add the certificates' private keys, encrypted with the passphrase "
-                                         f"of the `{PASSPHRASE_HEADER}` header (editor role or staff)."),
+                             description="Add the certificates' private keys and the webhook secrets, encrypted "
+                                         f"with the passphrase of the `{PASSPHRASE_HEADER}` header (editor role or "
+                                         "staff)."),
             PASSPHRASE,
         ],
         responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT,

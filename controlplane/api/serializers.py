@@ -16,6 +16,8 @@ from rest_framework.validators import UniqueValidator
 from controlplane.acme import services as acme_services
 from controlplane.alerts.models import Alert, AlertChannel, Delivery
 from controlplane.audit.models import AuditEntry
+from controlplane.health import summary as health_summary
+from controlplane.health.models import TargetHealth
 from controlplane.proxy.models import Certificate, Pool, Route, Target
 from controlplane.publishing import quarantined
 from controlplane.publishing.models import ConfigVersion, Node
@@ -182,6 +184,26 @@ def _current_ejections(context: dict) -> dict:
     return cached
 
 
+def _health_facts(context: dict) -> tuple[dict, set]:
+    """(passive evidence by target, {(target id, host, port)} with an active check result),
+    read once per serializer tree."""
+    cached = context.get("_health_facts")
+    if cached is None:
+        cached = context["_health_facts"] = (
+            health_summary.passive_evidence(None),
+            set(TargetHealth.objects.filter(last_checked__isnull=False)
+                .values_list("target_id", "checked_host", "checked_port")))
+    return cached
+
+
+class ConnectFailureSerializer(serializers.Serializer):
+    node = StrictCharField(help_text="The node that saw the failures.")
+    code = StrictCharField(help_text="Their Proxy-Status type, e.g. connection_refused.")
+    count = StrictIntegerField(help_text="Connect failures in a row.")
+    since = serializers.DateTimeField(help_text="The first failure of the run.")
+    reported = serializers.DateTimeField(help_text="When the node last reported the run.")
+
+
 class TargetSerializer(serializers.Serializer):
     id = StrictIntegerField(read_only=True)
     host = StrictCharField(max_length=253)
@@ -197,12 +219,29 @@ class TargetSerializer(serializers.Serializer):
         help_text="Passive health: the latest end of an ejection some node reports now; null: not ejected.")
     ejected_by = serializers.ListField(child=StrictCharField(), read_only=True, required=False,
                                        help_text="Names of the nodes that have ejected the target now.")
+    health = serializers.ChoiceField(
+        choices=health_summary.STATES, read_only=True, required=False, help_text=(
+            "What is known: `unhealthy` (the active check marked it down, or, with no active check result, "
+            "a node reports an ejection or a run of connect failures), `healthy` (the active check has a "
+            "result and it is up), `unknown` (never checked, no active check, or disabled). `healthy` above "
+            "is what the nodes route by and stays true while the health is unknown."))
+    connect_failures = ConnectFailureSerializer(
+        many=True, read_only=True, required=False,
+        help_text="Passive evidence: each node's current run of at least 3 connect failures of one kind "
+                  "on this target (reported within the last hour).")
 
     def to_representation(self, instance):
         if isinstance(instance, Target):
             rows = _current_ejections(self.context).get(instance.pk, ())
             instance.ejected_until = max((r["until"] for r in rows), default=None)
             instance.ejected_by = [r["node"] for r in rows]
+            evidence, checked = _health_facts(self.context)
+            mine = evidence.get(instance.pk, [])
+            instance.connect_failures = [e for e in mine if e.kind == "failing"]
+            instance.health = health_summary.state_of(
+                healthy=instance.healthy, target_state=instance.state,
+                check_enabled=instance.pool.health_check_enabled,
+                checked=(instance.pk, instance.host, instance.port) in checked, passive=bool(mine))
         return super().to_representation(instance)
 
     def to_internal_value(self, data):
@@ -297,15 +336,19 @@ class HeaderRulesSerializer(serializers.Serializer):
 
 
 class AcmeStatusSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(choices=["pending", "valid", "failed"], help_text=(
+    state = serializers.ChoiceField(choices=["pending", "valid", "failed", "off"], help_text=(
         "pending: not issued yet (waiting for a worker or being validated); valid: issued and attached; "
-        "failed: the last attempt failed (see error, next_retry)."))
+        "failed: the last attempt failed (see error, next_retry); off: acme was switched off, the ACME "
+        "certificate stays attached and is not renewed (it expires at not_after)."))
     names = serializers.ListField(child=serializers.CharField(), help_text="The names ordered.")
     error = serializers.CharField(allow_null=True, help_text="What the CA (or the control plane) said.")
     next_retry = serializers.DateTimeField(allow_null=True, help_text="When a failed order is tried again.")
     renew_at = serializers.DateTimeField(allow_null=True, help_text="When the issued certificate is renewed.")
     certificate = serializers.IntegerField(allow_null=True, help_text="Id of the issued certificate.")
     in_progress = serializers.BooleanField(help_text="A worker is working on the order right now.")
+    not_after = serializers.DateTimeField(allow_null=True, help_text="When the issued certificate expires.")
+    challenge = serializers.CharField(allow_null=True, help_text="The challenge the orders use (null when off).")
+    profile = serializers.CharField(allow_null=True, help_text="The ACME profile asked for (null: the CA's default).")
 
 
 @extend_schema_field(AcmeStatusSerializer(allow_null=True))
@@ -339,17 +382,40 @@ class RouteSerializer(ServiceModelSerializer):
     hsts_max_age = StrictIntegerField(min_value=0, max_value=2 ** 31 - 1, required=False)
     acme = serializers.BooleanField(required=False, help_text=(
         "Obtain a certificate for the hosts automatically: the control plane orders it from the "
-        "operator's ACME CA (HTTP-01, answered by the nodes), attaches it to the route when issued "
-        "and renews it. Refused when the installation has no ACME CA configured, and for wildcard hosts. "
+        "operator's ACME CA (the challenge of acme_challenge), attaches it to the route when issued "
+        "and renews it. Refused when the installation has no ACME CA configured, and for wildcard hosts "
+        "without DNS-01. Set to false, the certificate stays attached but is no longer renewed. "
         "acme_status says how the order stands."))
+    acme_challenge = serializers.ChoiceField(
+        choices=["", "http-01", "tls-alpn-01", "dns-01"], required=False, allow_blank=True, help_text=(
+            "Challenge of this route's orders: http-01 (answered by every node on port 80), tls-alpn-01 "
+            "(the nodes' TLS listener), dns-01 (RFC 2136 update to the operator's DNS server; the only one "
+            "for wildcards). Empty: the installation's default (SWITCHYARD_ACME_CHALLENGE; dns-01 for "
+            "wildcards when a DNS server is configured). A change retries a pending or failed order at "
+            "once; an issued certificate keeps until its renewal."))
+    acme_profile = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text=(
+        "ACME certificate profile asked of the CA (e.g. classic, tlsserver, shortlived); empty: "
+        "SWITCHYARD_ACME_PROFILE. A change retries a pending or failed order at once; an issued "
+        "certificate keeps until its renewal."))
     acme_status = AcmeStatusField()
+    access_list = StrictIntegerField(source="access_list_id", min_value=1, max_value=MAX_ID, required=False,
+                                     allow_null=True, help_text=(
+                                         "Access list id (of the route's own owner, see access-lists/); null: "
+                                         "everyone may reach the route. A refused client gets 403."))
+    maintenance = serializers.BooleanField(required=False, help_text=(
+        "Maintenance switch: the nodes answer 503 with a maintenance page (JSON for Accept: application/json) "
+        "and Retry-After, without touching the pool."))
+    retry_after = StrictIntegerField(min_value=0, max_value=7 * 86400, required=False, help_text=(
+        "Seconds in the maintenance answer's Retry-After header (default 300; 0 sends none)."))
     quarantine = QuarantineField()
 
     class Meta:
         model = Route
         fields = ["id", "tenant", "name", "hosts", "path", "path_type", "methods", "headers", "priority", "pool",
                   "strip_prefix", "preserve_host", "request_headers", "response_headers", "websocket",
-                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme", "acme_status",
+                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme",
+                  "acme_challenge", "acme_profile", "acme_status",
+                  "access_list", "maintenance", "retry_after",
                   "enabled", "quarantine", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
 
@@ -466,10 +532,16 @@ class AlertChannelSerializer(ServiceModelSerializer):
                                    help_text="Webhook signing secret. Write-only: omit to keep the stored one, "
                                              "\"\" to clear it.")
     has_secret = serializers.SerializerMethodField()
+    send_open_alerts = serializers.BooleanField(
+        write_only=True, required=False,
+        help_text="On create only: also deliver, once and to this new channel only, the alerts raised before "
+                  "it that are still open (a certificate still expiring, a target still down, a node still "
+                  "disconnected). Default false.")
 
     class Meta:
         model = AlertChannel
-        fields = ["id", "tenant", "name", "kind", "emails", "url", "secret", "has_secret", "enabled", "created"]
+        fields = ["id", "tenant", "name", "kind", "emails", "url", "secret", "has_secret", "enabled", "created",
+                  "send_open_alerts"]
         read_only_fields = ["id", "created"]
 
     @extend_schema_field(OpenApiTypes.BOOL)
@@ -518,3 +590,9 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 
     class Meta(ApiTokenSerializer.Meta):
         fields = ApiTokenSerializer.Meta.fields + ["token"]
+
+
+class ChannelTestResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="Whether the channel accepted the test message.")
+    message = serializers.CharField(help_text="What happened, e.g. \"hooks.example.com answered 200\" or the error.")
+    response_code = serializers.IntegerField(allow_null=True, help_text="The webhook's HTTP status (null for e-mail).")

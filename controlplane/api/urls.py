@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import config, views
+from . import access_lists, accounts, config, views
 
 router = DefaultRouter()
 router.register("tenants", views.TenantViewSet, basename="tenant")
@@ -14,12 +14,15 @@ router.register("members", views.MembershipViewSet, basename="member")
 router.register("pools", views.PoolViewSet, basename="pool")
 router.register("routes", views.RouteViewSet, basename="route")
 router.register("certificates", views.CertificateViewSet, basename="certificate")
+router.register("access-lists", access_lists.AccessListViewSet, basename="accesslist")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("versions", views.VersionViewSet, basename="version")
 router.register("audit", views.AuditViewSet, basename="audit")
 router.register("alert-channels", views.AlertChannelViewSet, basename="alertchannel")
 router.register("alerts", views.AlertViewSet, basename="alert")
 router.register("api-tokens", views.ApiTokenViewSet, basename="apitoken")
+router.register("users", accounts.UserViewSet, basename="user")
+router.register("invitations", accounts.InvitationViewSet, basename="invitation")
 
 app_name = "api"
 urlpatterns = [

@@ -130,7 +130,7 @@ class ApiViewSet(viewsets.GenericViewSet):
         else:
             ids = tenant_ids_at(self.principal, level)
             if len(ids) != 1:
-                raise ValidationError({"tenant": ["is required (the slug of one of your tenants)"]})
+                raise ValidationError({"tenant": ["This field is required (the slug of one of your tenants)."]})
             tenant = Tenant.objects.get(pk=ids[0])
         require(self.request, tenant, level)
         return tenant
@@ -503,17 +503,29 @@ class AlertChannelViewSet(Create, Update, Destroy, ServiceViewSet):
         tenant = self.tenant_for_create(data)
         data.pop("tenant", None)
         secret = data.pop("secret", None)
+        send_open = bool(data.pop("send_open_alerts", False))
         channel = AlertChannel(tenant=tenant, **plain_fields(data))
-        return alert_services.save_channel(self.actor, channel, secret=secret, note=self.note)
+        return alert_services.save_channel(self.actor, channel, secret=secret, note=self.note,
+                                           send_open_alerts=send_open)
 
     def update_object(self, channel, data):
         secret = data.pop("secret", None)
+        data.pop("send_open_alerts", None)  # only a new channel gets the open alerts
         for name, value in plain_fields(data).items():
             setattr(channel, name, value)
         return alert_services.save_channel(self.actor, channel, secret=secret, note=self.note)
 
     def delete_object(self, channel):
         alert_services.delete_channel(self.actor, channel, note=self.note)
+
+    @extend_schema(request=None, responses={200: s.ChannelTestResultSerializer},
+                   summary="Send a test message through the channel now (its real delivery, once, no retry)")
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        channel = self.get_object()
+        require(request, channel.tenant, EDIT)
+        result = alert_services.send_test(self.actor, channel)
+        return Response({"ok": result.ok, "message": result.message, "response_code": result.response_code})
 
 
 @extend_schema_view(list=extend_schema(parameters=[

@@ -6,7 +6,7 @@ what an upload needs on top:
 
 - the operator's CA bundle (``SWITCHYARD_CA_BUNDLE``, a PEM file path) joins the
   caller's ``ca_bundle_pem`` as trusted roots for the chain check;
-- a missing private key is refused as ``private_key_pem: is required``;
+- a missing private key is refused as ``private_key_pem: This field is required.``;
 - PEM text is normalised (CRLF, surrounding blank lines);
 - the expiry scan of the certificate runs once the transaction commits, so an upload
   close to expiry alerts at once. (That is done for every save of a Certificate, by
@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 
 from controlplane.proxy import services as proxy_services
 from controlplane.proxy.models import Certificate
+from controlplane.proxy.validation import REQUIRED
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +61,19 @@ def _normalize_pem(text) -> str:
 def _require_key(private_key_pem) -> str:
     key = _normalize_pem(private_key_pem)
     if not key:
-        raise ValidationError({"private_key_pem": ["is required"]})
+        raise ValidationError({"private_key_pem": [REQUIRED]})
     return key
 
 
 def upload_certificate(actor, *, tenant=None, name: str, certificate_pem: str, private_key_pem: str,
-                       ca_bundle_pem: str = "", note: str = "") -> Certificate:
+                       ca_bundle_pem: str = "", note: str = "", source: str = Certificate.UPLOADED) -> Certificate:
     """Check and store a new certificate, publish, audit; returns it. Raises ValidationError.
-    ``actor``: a ``controlplane.audit.services.Actor`` (None: the system)."""
+    ``actor``: a ``controlplane.audit.services.Actor`` (None: the system). ``source``: where
+    it came from (a configuration file restores an ACME certificate as ``acme``)."""
     key = _require_key(private_key_pem)
     return proxy_services.create_certificate(
         actor, tenant=tenant, name=(name or "").strip(), certificate_pem=_normalize_pem(certificate_pem),
-        source=Certificate.UPLOADED, private_key_pem=key, ca_bundle_pem=trusted_bundle(ca_bundle_pem), note=note)
+        source=source, private_key_pem=key, ca_bundle_pem=trusted_bundle(ca_bundle_pem), note=note)
 
 
 def replace_certificate(actor, cert: Certificate, *, certificate_pem: str, private_key_pem: str | None = None,

@@ -20,6 +20,8 @@ from django.utils.dateparse import parse_datetime
 
 from controlplane.alerts.services import raise_alert
 from controlplane.beat import ensure_crontab_task
+from controlplane.certs.expiry import days_left as whole_days_left
+from controlplane.certs.expiry import remaining_text
 from controlplane.proxy.models import Certificate
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,6 @@ def _as_datetime(value) -> dt.datetime:
     return value
 
 
-def _remaining(delta: dt.timedelta) -> str:
-    hours = delta / dt.timedelta(hours=1)
-    if hours >= 48:
-        return f"{round(hours / 24)} days"
-    if hours >= 2:
-        return f"{int(hours)} hours"
-    return "less than 2 hours"
-
-
 def check_certificate(cert, now: dt.datetime):
     """Raise the alert ``cert`` is due at ``now``, if any; returns the Alert or None."""
     if cert.not_after is None:
@@ -91,13 +84,15 @@ def check_certificate(cert, now: dt.datetime):
         days_left = (cert.not_after - now) / dt.timedelta(days=1)
         data["threshold_days"] = threshold
         data["days_left"] = round(days_left, 2)
+        data["days_left_whole"] = whole_days_left(cert.not_after, now)  # what the certificate page shows
         kind = "certificate_expiring"
-        subject = (f"Certificate {cert.name} ({owner}) expires in {_remaining(cert.not_after - now)} "
+        subject = (f"Certificate {cert.name} ({owner}) expires in {remaining_text(cert.not_after, now)} "
                    f"(within {threshold} days), on {expires}")
         body = (f"Certificate {cert.name} for {sans} (issuer {cert.issuer or 'unknown'}, fingerprint "
                 f"{cert.fingerprint}) expires on {expires}. "
                 + ("It is renewed automatically; if it is not renewed soon, check the ACME alerts."
-                   if cert.source == "acme" else "Renew it and upload the new certificate."))
+                   if cert.source == "acme" and cert.routes.filter(acme=True).exists()
+                   else "Renew it and upload the new certificate."))
     return raise_alert(kind, tenant=cert.tenant, subject=subject, body=body,
                        dedup_key=dedup_key(cert, threshold), data=data, once=True)
 

@@ -9,6 +9,8 @@ a file that changes nothing publishes nothing.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -19,12 +21,12 @@ from controlplane.audit.services import Actor, record
 from controlplane.publishing import publisher
 from controlplane.tenancy.access import Principal
 
-from . import document, export, scope as scopes
+from . import document, export, keys, scope as scopes
 from .changes import SectionRunner
 from .document import Problem
 from .plan import Change, plan
 
-VERSIONED_OBJECTS = ("tenant", "delegation", "pool", "route", "certificate")
+VERSIONED_OBJECTS = ("tenant", "delegation", "pool", "route", "certificate", "accesslist")
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Result:
     problems: list[Problem] = field(default_factory=list)
     dry_run: bool = False
     version: int | None = None
+    guard: str = ""            # what was planned against what (see ``guard``)
+    stale: bool = False        # ``expect`` did not match: nothing was tried
+
 
     @property
     def ok(self) -> bool:
@@ -50,9 +55,14 @@ class _Refused(Exception):
 
 
 def apply(text: str | bytes, *, principal: Principal, actor: Actor | None = None, tenant: str | None = None,
-          note: str = "", dry_run: bool = False, prune: bool = False, passphrase: bytes | None = None) -> Result:
+          note: str = "", dry_run: bool = False, prune: bool = False, passphrase: bytes | None = None,
+          expect: str | None = None) -> Result:
     """Apply the file ``text`` (YAML or JSON) in the scope of ``tenant`` (a slug; None:
-    the file's own, else the platform for staff)."""
+    the file's own, else the platform for staff).
+
+    ``expect``: the ``guard`` of a dry run shown to the user. When the file, the scope,
+    prune, the current version or the planned changes differ from that preview (the
+    configuration changed in between), nothing is applied and ``stale`` is set."""
     result = Result(dry_run=dry_run)
     data, result.problems = document.load(text)
     if data is None:
@@ -65,18 +75,23 @@ def apply(text: str | bytes, *, principal: Principal, actor: Actor | None = None
         result.problems.append(Problem("tenant", "", str(exc)))
         return result
     doc, problems = document.read(data, scope.slug)
-    result.problems += problems
+    result.problems += problems + _open_secrets(doc, passphrase)
     with transaction.atomic():
         publisher.lock()
-        _run(doc, scope, result, actor, note, prune, passphrase)
-        if result.problems or dry_run:
+        _run(doc, scope, result, actor, note, prune, passphrase, (_digest(text), expect))
+        if result.problems or dry_run or result.stale:
             transaction.set_rollback(True)
     return result
 
 
-def _run(doc, scope, result: Result, actor, note, prune, passphrase) -> None:
+def _run(doc, scope, result: Result, actor, note, prune, passphrase, check) -> None:
     first_entry = AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
     result.changes = plan(doc, export.current(scope.tenant), prune=prune, secret_of=export.stored_secret)
+    digest, expect = check
+    result.guard = guard(digest, scope, prune, result.changes)
+    if expect is not None and expect != result.guard:
+        result.stale = True
+        return
     refused = scopes.refusals(scope, result.changes)
     result.problems += [problem for _, problem in refused]
     runner = SectionRunner(actor, note, passphrase)
@@ -97,6 +112,34 @@ def _run(doc, scope, result: Result, actor, note, prune, passphrase) -> None:
         result.version = batch.version.number
     if not result.dry_run and result.changes:
         _audit(actor, note, scope, result, first_entry)
+
+
+def _open_secrets(doc, passphrase: bytes | None) -> list[Problem]:
+    """Webhook secrets the file holds sealed (an export with keys), opened with the
+    passphrase, so that they are compared and stored as plain values."""
+    problems = []
+    for entry in doc.sections.get("alert_channels", []):
+        if keys.is_sealed(entry.item.get("secret")):
+            try:
+                entry.item["secret"] = keys.unseal(entry.item["secret"], passphrase)
+            except keys.KeyProblem as exc:
+                problems.append(Problem(f"{entry.path}.secret", entry.label, str(exc)))
+                entry.valid = False
+    return problems
+
+
+def _digest(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def guard(digest: str, scope, prune: bool, changes: list[Change]) -> str:
+    """What a preview showed: the file's sha256, the scope, prune, the current version
+    number and the planned changes (before and after values). Run under the publish
+    lock, so an apply that matches it makes exactly the previewed changes."""
+    current = publisher.current_version()
+    seen = {"document": digest, "scope": scope.label, "prune": prune,
+            "version": current.number if current else 0, "changes": [c.as_dict() for c in changes]}
+    return hashlib.sha256(json.dumps(seen, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _messages(exc: ValidationError) -> list[str]:

@@ -27,7 +27,7 @@ from django.utils.dateparse import parse_datetime
 from controlplane.alerts.models import AlertChannel
 from controlplane import crypto
 from controlplane.health.schedules import sync_schedules
-from controlplane.proxy.models import Certificate, Pool, Route, Target
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route, Target
 from controlplane.publishing import compiler, publisher
 from controlplane.publishing.models import ConfigVersion, Node, Quarantine
 from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
@@ -35,7 +35,8 @@ from dataplane import schema
 
 FORMAT = 1
 # In dependency order: a row only refers to rows before it.
-ROW_MODELS = (Tenant, Delegation, Certificate, Pool, Target, Route, AlertChannel, Node, ConfigVersion, Quarantine)
+ROW_MODELS = (Tenant, Delegation, Certificate, AccessList, Pool, Target, Route, AlertChannel, Node, ConfigVersion,
+              Quarantine)
 USER_FIELDS = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_superuser")
 TOKEN_FIELDS = ("name", "role", "token_hash", "prefix")
 

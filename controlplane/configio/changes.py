@@ -18,18 +18,20 @@ from controlplane.alerts import services as alert_services
 from controlplane.alerts.models import AlertChannel
 from controlplane.certs import services as cert_services
 from controlplane.proxy import services
-from controlplane.proxy.models import Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 from controlplane.tenancy.models import Delegation, Tenant
 
 from . import keys
 from .document import CHANNEL_FIELDS, HEALTH_CHECK, POOL_FIELDS, QUOTAS, ROUTE_FIELDS, Problem
 from .plan import CREATE, DELETE, Change
 
-WRITE_ORDER = ("tenants", "certificates", "pools", "routes", "alert_channels")
-DELETE_ORDER = ("routes", "alert_channels", "pools", "certificates", "tenants")
-MODELS = {"certificates": Certificate, "pools": Pool, "routes": Route, "alert_channels": AlertChannel}
+WRITE_ORDER = ("tenants", "certificates", "access_lists", "pools", "routes", "alert_channels")
+DELETE_ORDER = ("routes", "alert_channels", "pools", "access_lists", "certificates", "tenants")
+MODELS = {"certificates": Certificate, "pools": Pool, "routes": Route, "alert_channels": AlertChannel,
+          "access_lists": AccessList}
 # model field → field of the file, where they differ
 FILE_FIELDS = {"pool_id": "pool", "certificate_id": "certificate", "suffix": "delegations",
+               "access_list_id": "access_list",
                **{f"max_{q}": f"quotas.{q}" for q in QUOTAS},
                **{model: f"health_check.{name}" for name, model in HEALTH_CHECK.items()}}
 
@@ -85,9 +87,10 @@ class SectionRunner:
             if key is None:
                 raise ValidationError({"private_key_pem": [
                     "is required to create a certificate: export it with its key (--include-keys)"]})
+            source = item.get("source") if item.get("source") in dict(Certificate.SOURCES) else Certificate.UPLOADED
             cert_services.upload_certificate(self.actor, tenant=owner(item), name=item["name"],
                                              certificate_pem=item["certificate_pem"], private_key_pem=key,
-                                             note=self.note)
+                                             note=self.note, source=source)
         elif change.field("certificate_pem"):
             cert_services.replace_certificate(self.actor, row(change), certificate_pem=item["certificate_pem"],
                                               private_key_pem=key, note=self.note)
@@ -108,10 +111,19 @@ class SectionRunner:
         fields["pool"] = named(Pool, tenant, item["pool"], "pool")
         fields["certificate"] = named(Certificate, tenant, item["certificate"], "certificate") \
             if item["certificate"] else None
+        fields["access_list"] = named(AccessList, tenant, item["access_list"], "access_list") \
+            if item["access_list"] else None
         if change.action == CREATE:
             services.create_route(self.actor, tenant=tenant, name=item["name"], note=self.note, **fields)
         else:
             services.update_route(self.actor, row(change), note=self.note, **fields)
+
+    def write_access_lists(self, change: Change, item: dict) -> None:
+        fields = {"rules": item["rules"], "default": item["default"]}
+        if change.action == CREATE:
+            services.create_access_list(self.actor, tenant=owner(item), name=item["name"], note=self.note, **fields)
+        else:
+            services.update_access_list(self.actor, row(change), note=self.note, **fields)
 
     def write_alert_channels(self, change: Change, item: dict) -> None:
         if change.action == CREATE:
@@ -140,7 +152,7 @@ class SectionRunner:
             alert_services.delete_channel(self.actor, row(change), note=self.note)
         else:
             remove = {"certificates": services.delete_certificate, "pools": services.delete_pool,
-                      "routes": services.delete_route}[change.section]
+                      "routes": services.delete_route, "access_lists": services.delete_access_list}[change.section]
             remove(self.actor, row(change), note=self.note)
 
     def drop_delegations(self, change: Change) -> None:
@@ -204,7 +216,9 @@ def _blocked(change: Change, failed: set) -> bool:
         return False
     tenant, item = change.item["tenant"], change.item
     return any((section, (tenant, item[name])) in failed and not _stored(model, tenant, item[name])
-               for section, model, name in (("pools", Pool, "pool"), ("certificates", Certificate, "certificate")))
+               for section, model, name in (("pools", Pool, "pool"), ("certificates", Certificate, "certificate"),
+                                            ("access_lists", AccessList, "access_list"))
+               if item.get(name))
 
 
 def _stored(model, slug: str | None, name: str) -> bool:

@@ -6,13 +6,14 @@ One mapping, in YAML or JSON::
     tenant: shop         # only in a tenant's file: every object in it belongs to shop
     tenants: [...]       # slug, name, quotas, allowed_networks, delegations (suffixes)
     certificates: [...]  # tenant, name, certificate_pem, private_key_pem (encrypted), details
+    access_lists: [...]  # tenant, name, rules (ordered [{action, cidr}]), default
     pools: [...]         # tenant, name, settings, health_check, targets
     routes: [...]        # tenant, name, match and behaviour, pool, certificate
     alert_channels: [...]
 
 Objects refer to each other by name, never by database id: a tenant by slug (``null``
 is the platform), a route's ``pool`` and ``certificate`` by name within the route's
-owner. A field left out takes its default, so every object is described completely;
+owner (its ``access_list`` too). A field left out takes its default, so every object is described completely;
 a section left out is not managed by the file (apply neither changes nor prunes it).
 Business rules are not checked here but by the services that store each object.
 """
@@ -24,13 +25,13 @@ from dataclasses import dataclass, field
 import yaml
 
 from controlplane.alerts.models import AlertChannel
-from controlplane.proxy.models import Pool, Route, Target
+from controlplane.proxy.models import AccessList, Pool, Route, Target
 from controlplane.tenancy.models import Tenant
 
 FORMAT = 1
-SECTIONS = ("tenants", "certificates", "pools", "routes", "alert_channels")
+SECTIONS = ("tenants", "certificates", "access_lists", "pools", "routes", "alert_channels")
 NOUNS = {"tenants": "tenant", "certificates": "certificate", "pools": "pool", "routes": "route",
-         "alert_channels": "alert channel"}
+         "alert_channels": "alert channel", "access_lists": "access list"}
 FORMATS = ("yaml", "json")
 
 QUOTAS = ("routes", "pools", "targets", "certificates")  # quotas.<name> is Tenant.max_<name>
@@ -39,12 +40,27 @@ HEALTH_CHECK = {"enabled": "health_check_enabled", "type": "health_check_type", 
                 "host": "health_check_host", "interval": "health_check_interval",
                 "timeout": "health_check_timeout", "healthy_threshold": "healthy_threshold",
                 "unhealthy_threshold": "unhealthy_threshold"}
-POOL_FIELDS = ("algorithm", "hash_on", "hash_key", "sticky_cookie", "connect_timeout", "read_timeout", "retries",
-               "passive_failures", "passive_ejection_seconds", "tls_enabled", "tls_verify", "tls_ca_pem", "tls_sni")
-ROUTE_FIELDS = ("hosts", "path", "path_type", "methods", "headers", "priority", "strip_prefix", "preserve_host",
-                "request_headers", "response_headers", "websocket", "https_redirect", "hsts_max_age",
-                "max_body_size", "forwarded", "acme", "enabled")
-CHANNEL_FIELDS = ("emails", "url", "enabled")
+NOT_SETTINGS = ("id", "tenant", "name", "created", "updated")
+
+
+def _with_new_fields(model, named: tuple, *handled: str) -> tuple:
+    """``named`` and then the model's other plain settings (editable, not a relation),
+    so that a setting added to the model later is exported and applied as it is, never
+    silently lost in a round trip; ``handled``: fields the file carries otherwise."""
+    skip = {*named, *handled, *NOT_SETTINGS}
+    return named + tuple(f.name for f in model._meta.concrete_fields
+                         if f.editable and not f.is_relation and not f.primary_key and f.name not in skip)
+
+
+POOL_FIELDS = _with_new_fields(
+    Pool, ("algorithm", "hash_on", "hash_key", "sticky_cookie", "connect_timeout", "read_timeout", "retries",
+           "passive_failures", "passive_ejection_seconds", "tls_enabled", "tls_verify", "tls_ca_pem", "tls_sni"),
+    *HEALTH_CHECK.values())
+ROUTE_FIELDS = _with_new_fields(
+    Route, ("hosts", "path", "path_type", "methods", "headers", "priority", "strip_prefix", "preserve_host",
+            "request_headers", "response_headers", "websocket", "https_redirect", "hsts_max_age",
+            "max_body_size", "forwarded", "acme", "enabled"))
+CHANNEL_FIELDS = _with_new_fields(AlertChannel, ("emails", "url", "enabled"), "kind")
 # Parsed from certificate_pem: exported for people to read, ignored on apply.
 CERTIFICATE_DETAILS = ("source", "subject", "issuer", "sans", "not_before", "not_after", "fingerprint")
 # Write-only: never exported in plain text, compared without showing them.
@@ -98,7 +114,10 @@ SPECS: dict[str, dict] = {
     },
     "routes": {
         "tenant": None, "name": Required(str), **_defaults(Route, ROUTE_FIELDS), "pool": Required(str),
-        "certificate": None,
+        "certificate": None, "access_list": None,
+    },
+    "access_lists": {
+        "tenant": None, "name": Required(str), "rules": [], "default": AccessList._meta.get_field("default").default,
     },
     "alert_channels": {
         "tenant": None, "name": Required(str), "kind": Required(str), **_defaults(AlertChannel, CHANNEL_FIELDS),

@@ -2,8 +2,8 @@
 
 Objects are sorted by owner (the platform first, then tenants by slug) and name, and
 each object's fields come in the order of ``document.SPECS``, so the same
-configuration always exports the same bytes. Webhook secrets are never exported;
-private keys only when a passphrase is given, and then encrypted with it.
+configuration always exports the same bytes. Private keys and webhook secrets are
+exported only when a passphrase is given, and then encrypted with it.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import datetime as dt
 
 from controlplane.alerts.models import AlertChannel
 from controlplane import crypto
-from controlplane.proxy.models import Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 from controlplane.tenancy.models import Tenant
 
 from . import keys
@@ -20,8 +20,8 @@ from .document import (CERTIFICATE_DETAILS, CHANNEL_FIELDS, FORMAT, HEALTH_CHECK
 
 
 def export(tenant: Tenant | None = None, *, passphrase: bytes | None = None) -> dict:
-    """The configuration of ``tenant`` (None: the whole platform), private keys
-    included (encrypted) only when ``passphrase`` is given."""
+    """The configuration of ``tenant`` (None: the whole platform), private keys and
+    webhook secrets included (encrypted) only when ``passphrase`` is given."""
     data: dict = {"switchyard": FORMAT}
     if tenant is not None:
         data["tenant"] = tenant.slug
@@ -46,7 +46,7 @@ def items(section: str, tenant: Tenant | None, *, passphrase: bytes | None = Non
     if section == "pools":
         rows = rows.prefetch_related("targets")
     ordered = sorted(rows, key=lambda row: (row.tenant.slug if row.tenant_id else "", row.name, row.pk))
-    if section == "certificates":
+    if section in ("certificates", "alert_channels"):
         return [build(row, passphrase) for row in ordered]
     return [build(row) for row in ordered]
 
@@ -93,17 +93,27 @@ def route_item(route: Route) -> dict:
         **{name: getattr(route, name) for name in ROUTE_FIELDS},
         "pool": route.pool.name,
         "certificate": route.certificate.name if route.certificate_id else None,
+        "access_list": route.access_list.name if route.access_list_id else None,
     }
 
 
-def channel_item(channel: AlertChannel) -> dict:
-    return {"tenant": _slug(channel), "name": channel.name, "kind": channel.kind,
+def access_list_item(acl: AccessList) -> dict:
+    return {"tenant": _slug(acl), "name": acl.name, "rules": [dict(r) for r in acl.rules or []],
+            "default": acl.default}
+
+
+def channel_item(channel: AlertChannel, passphrase: bytes | None = None) -> dict:
+    item = {"tenant": _slug(channel), "name": channel.name, "kind": channel.kind,
             **{name: getattr(channel, name) for name in CHANNEL_FIELDS}}
+    if passphrase is not None and channel.secret:
+        item["secret"] = keys.seal(channel.secret, passphrase)
+    return item
 
 
 MODELS = {"certificates": (Certificate, certificate_item), "pools": (Pool, pool_item),
-          "routes": (Route, route_item), "alert_channels": (AlertChannel, channel_item)}
-RELATED = {"routes": ("tenant", "pool", "certificate")}
+          "routes": (Route, route_item), "alert_channels": (AlertChannel, channel_item),
+          "access_lists": (AccessList, access_list_item)}
+RELATED = {"routes": ("tenant", "pool", "certificate", "access_list")}
 
 
 def stored_secret(section: str, item_key) -> str | None:

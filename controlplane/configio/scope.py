@@ -78,3 +78,15 @@ def _refusal(scope: Scope, change: Change, tenant_ids: dict) -> str | None:
     if scope.principal.can_edit(tenant_ids.get(owner)):
         return None
     return f"needs the editor or owner role in tenant {owner}"
+
+
+def dashboard_tenants(principal: Principal):
+    """The tenants whose file the dashboard's Config page offers: every tenant to platform
+    staff (who also get the whole platform), a tenant's own to its owners."""
+    if principal.staff:
+        return Tenant.objects.order_by("slug")
+    return Tenant.objects.filter(id__in=[t for t in principal.tenant_ids if principal.can_manage(t)]).order_by("slug")
+
+
+def may_use_dashboard(principal: Principal) -> bool:
+    return principal.staff or any(principal.can_manage(t) for t in principal.tenant_ids)

@@ -18,6 +18,8 @@ from controlplane.proxy import services
 from controlplane.publishing import compiler, publisher
 from controlplane.publishing.models import ConfigVersion
 
+from .sequences import ids_given_back
+
 
 class _RolledBack(Exception):
     def __init__(self, snapshot, before, after):
@@ -42,9 +44,11 @@ def preview(action, before=None) -> Preview:
     (or None for a delete). ``ValidationError`` propagates, with nothing stored."""
     try:
         with transaction.atomic():
-            obj = action()
-            after = services.serialize(obj) if obj is not None else None
-            raise _RolledBack(compiler.compile_snapshot(), before, after)
+            with ids_given_back():
+                obj = action()
+                after = services.serialize(obj) if obj is not None else None
+                snapshot = compiler.compile_snapshot()
+            raise _RolledBack(snapshot, before, after)
     except _RolledBack as done:
         snapshot, after = done.snapshot, done.after
     current = publisher.current_version()
@@ -74,7 +78,7 @@ def tenant_view(version: ConfigVersion | None, principal) -> dict:
     slugs = {slug for slug, created in principal.tenants().values_list("slug", "created")
              if made is None or made >= created}
     return {**snapshot, **{key: [item for item in snapshot.get(key) or [] if item.get("tenant") in slugs]
-                           for key in ("routes", "pools", "certificates")}}
+                           for key in ("routes", "pools", "certificates", "access_lists")}}
 
 
 def scoped_diff(a: ConfigVersion | None, b: ConfigVersion, principal) -> list[dict]:
@@ -89,3 +93,23 @@ def filter_changes(changes: list[dict], principal) -> list[dict]:
         return changes
     slugs = set(principal.tenants().values_list("slug", flat=True))
     return [c for c in changes if c["name"].split("/", 1)[0] in slugs and "/" in c["name"]]
+
+
+def version_summaries(versions, principal, max_fields: int = 6) -> dict[int, list[dict]]:
+    """What each of ``versions`` changed against the version before it, as ``principal``
+    may see it: {number: [{kind, name, action, fields (names), more}]}. Loads only the
+    snapshots of these versions and of their predecessors."""
+    numbers = {v.number for v in versions}
+    wanted = numbers | {n - 1 for n in numbers if n > 1}
+    snapshots = {v.number: v for v in ConfigVersion.objects.filter(number__in=wanted)}
+    out = {}
+    for number in sorted(numbers):
+        version = snapshots.get(number)
+        if version is None:
+            continue
+        changes = scoped_diff(snapshots.get(number - 1), version, principal)
+        out[number] = [{"kind": c["kind"], "name": c["name"], "action": c["action"],
+                        "fields": [f["field"] for f in c["fields"]][:max_fields] if c["action"] == "changed" else [],
+                        "more": max(0, len(c["fields"]) - max_fields) if c["action"] == "changed" else 0}
+                       for c in changes]
+    return out

@@ -17,21 +17,46 @@ def _ms(when: dt.datetime) -> int:
 
 
 def health_history(pool, targets) -> dict:
-    """One step line per target over the last 24 h: 1 healthy, 0 unhealthy."""
+    """One step line per target over the last 24 h: 1 healthy, 0 unhealthy.
+
+    Nothing is drawn for time the chart cannot speak for: before the pool was created,
+    and before the target's health was first known (its first check result, or its
+    first recorded transition), nor after it stopped being known (check switched off);
+    a target never checked has an empty line."""
     now = timezone.now()
     start = now - HEALTH_WINDOW
     series = []
     by_target: dict[int, list] = {}
-    for tr in HealthTransition.objects.filter(pool=pool, created__gte=start).order_by("created", "id"):
+    for tr in HealthTransition.objects.filter(pool=pool).order_by("created", "id"):
         by_target.setdefault(tr.target_id, []).append(tr)
     for t in targets[:20]:
         transitions = by_target.get(t.pk, [])
-        # The state before the first transition in the window is its opposite.
-        first = (not transitions[0].healthy) if transitions else t.healthy
-        points = [{"x": _ms(start), "y": int(first)}]
-        points += [{"x": _ms(tr.created), "y": int(tr.healthy), "reason": tr.reason} for tr in transitions]
-        points.append({"x": _ms(now), "y": int(t.healthy)})
-        series.append({"label": f"{t.host}:{t.port}", "data": points})
+        check = getattr(t, "check", None)
+        known = [when for when in (getattr(check, "first_checked", None),
+                                   transitions[0].created if transitions else None) if when]
+        if not known and check is not None and check.last_checked is not None:
+            known = [pool.created]  # checked before first_checked was recorded
+        points = []
+        if known:
+            begin = max(start, pool.created, min(known))
+            before = [tr for tr in transitions if tr.created <= begin]
+            inside = [tr for tr in transitions if begin < tr.created <= now]
+            if before:
+                first = before[-1].healthy
+            elif inside:
+                # The state before the first transition is its opposite.
+                first = not inside[0].healthy
+            else:
+                first = t.healthy
+            points = [{"x": _ms(begin), "y": int(first)}]
+            points += [{"x": _ms(tr.created), "y": int(tr.healthy), "reason": tr.reason} for tr in inside]
+            end = now
+            if getattr(t, "health_state", None) == "unknown":  # e.g. the check was switched off
+                end = max([begin, *[tr.created for tr in inside],
+                           *([check.last_checked] if check is not None and check.last_checked else [])])
+            points.append({"x": _ms(end), "y": int(t.healthy)})
+        note = "" if points else " (no active check)" if not pool.health_check_enabled else " (not checked yet)"
+        series.append({"label": f"{t.host}:{t.port}{note}", "data": points})
     return {"type": "health", "start": _ms(start), "end": _ms(now), "series": series}
 
 

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Max
 
+from controlplane.health import summary as health_summary
 from controlplane.proxy.models import Target
 from controlplane.publishing import localhints, notify
 from controlplane.publishing.layerlink import LayerTolerantMixin
@@ -142,12 +143,13 @@ def live_state(user_id, with_traffic: bool = True) -> dict | None:
         nodes.append(node)
     targets = p.scope(Target.objects.all(), "pool__tenant")
     unhealthy = sorted(targets.filter(healthy=False).values_list("id", flat=True)[:500])
+    health_counts = health_summary.counts(targets)  # a change (first check, passive evidence) refreshes pages
     traffic = telemetry.live_counters(p) if with_traffic else None
     values = {
         "current_version": f"v{current['number']}" if current else "none",
         "nodes_connected": sum(1 for n in nodes if n["connected"]),
         "nodes_current": sum(1 for n in nodes if n["current"]),
-        "unhealthy_count": targets.filter(healthy=False).count(),
+        **{f"{state}_count": health_counts[state] for state in health_summary.STATES},
     }
     if traffic:
         values.update(traffic.get("values") or {})
@@ -155,7 +157,8 @@ def live_state(user_id, with_traffic: bool = True) -> dict | None:
         "type": "state",
         "values": values,
         "nodes": nodes,
-        "health": {"changed": targets.aggregate(m=Max("health_changed"))["m"], "unhealthy": unhealthy},
+        "health": {"changed": targets.aggregate(m=Max("health_changed"))["m"], "unhealthy": unhealthy,
+                   "counts": health_counts},
         "config": {"version": current["number"] if current else None},
         "traffic": traffic,
     }

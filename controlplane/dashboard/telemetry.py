@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from django.db.models import Min
+
 from controlplane.proxy.models import Route
 from controlplane.telemetry import queries
 
@@ -78,6 +80,7 @@ def overview(principal):
         charts = _series_charts(points, "all-")
         summaries = queries.route_summaries(routes, minutes=WINDOW_MINUTES)
         charts.append(_p95_per_route(summaries, points))
+        charts = since_created([c for c in charts if c], routes.aggregate(first=Min("created"))["first"])
     except Exception:  # traffic panels must never break the overview
         log.exception("dashboard: reading traffic failed")
         return None
@@ -120,8 +123,20 @@ def route_charts(principal, route):
     errors = [{"type": e["type"], "count": e["count"], "status": e.get("status"),
                "pct": round(100 * (e.get("share") or 0), 2)} for e in summary.get("errors_by_type") or []]
     return {"summary": summary, "proxy_errors": errors, "window": WINDOW_MINUTES,
-            "charts": _series_charts(points, f"route{route.pk}-"),
+            "charts": since_created(_series_charts(points, f"route{route.pk}-"), route.created),
             "has_traffic": any(p.get("requests") for p in points)}
+
+
+def since_created(charts: list[dict], created) -> list[dict]:
+    """Drop the points of minutes that ended before the object existed (the time axis
+    stays): a chart draws nothing, not zeros, for time before its route was created."""
+    if created is None:
+        return charts
+    first = (int(created.timestamp()) // 60) * 60 * 1000  # the minute the object was created in
+    for chart in charts:
+        for series in chart["data"]["series"]:
+            series["data"] = [p for p in series["data"] if p["x"] >= first]
+    return charts
 
 
 def live_counters(principal):

@@ -1,16 +1,22 @@
 from django.urls import path
 
 from . import diagnostics
+from .views import accounts, twofactor
 from .views import alerts, auth, certificates, changes, members, nodes, overview, pools, routes, tenants
+from .views import config, proxy_hosts
+from .views import access_lists
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("login/", auth.login_view, name="login"),
     path("logout/", auth.logout_view, name="logout"),
+    path("login/code/", auth.login_code, name="login_code"),
+    path("account/two-factor/", twofactor.two_factor, name="two_factor"),
     path("", overview.overview, name="overview"),
     path("routes/", routes.route_list, name="routes"),
     path("routes/new/", routes.route_edit, name="route_new"),
+    path("proxy-hosts/new/", proxy_hosts.proxy_host_new, name="proxy_host_new"),
     path("routes/<int:pk>/", routes.route_detail, name="route"),
     path("routes/<int:pk>/edit/", routes.route_edit, name="route_edit"),
     path("routes/<int:pk>/delete/", routes.route_delete, name="route_delete"),
@@ -24,17 +30,26 @@ urlpatterns = [
     path("certificates/<int:pk>/", certificates.certificate_detail, name="certificate"),
     path("certificates/<int:pk>/edit/", certificates.certificate_edit, name="certificate_edit"),
     path("certificates/<int:pk>/delete/", certificates.certificate_delete, name="certificate_delete"),
+    path("access-lists/", access_lists.access_list_list, name="access_lists"),
+    path("access-lists/new/", access_lists.access_list_edit, name="access_list_new"),
+    path("access-lists/<int:pk>/", access_lists.access_list_edit, name="access_list"),
+    path("access-lists/<int:pk>/delete/", access_lists.access_list_delete, name="access_list_delete"),
     path("nodes/", nodes.node_list, name="nodes"),
     path("nodes/<int:pk>/", nodes.node_detail, name="node"),
     path("changes/", changes.change_list, name="changes"),
     path("changes/diff/", changes.change_diff, name="change_diff"),
     path("changes/<int:number>/", changes.change_detail, name="change"),
     path("changes/<int:number>/rollback/", changes.change_rollback, name="change_rollback"),
+    path("changes/<int:number>/restore/", changes.change_restore, name="change_restore"),
     path("audit/", changes.audit_log, name="audit"),
+    path("config/", config.config_page, name="config"),
+    path("config/export/", config.config_export, name="config_export"),
+    path("config/apply/", config.config_apply, name="config_apply"),
     path("alerts/", alerts.alert_list, name="alerts"),
     path("alerts/channels/new/", alerts.channel_edit, name="channel_new"),
     path("alerts/channels/<int:pk>/", alerts.channel_edit, name="channel_edit"),
     path("alerts/channels/<int:pk>/delete/", alerts.channel_delete, name="channel_delete"),
+    path("alerts/channels/<int:pk>/test/", alerts.channel_test, name="channel_test"),
     path("tenants/", tenants.tenant_list, name="tenants"),
     path("tenants/new/", tenants.tenant_new, name="tenant_new"),
     path("tenants/<slug:slug>/", tenants.tenant_detail, name="tenant"),
@@ -47,6 +62,16 @@ urlpatterns = [
     path("tenants/<slug:slug>/members/<int:pk>/remove/", members.member_remove, name="member_remove"),
     path("tenants/<slug:slug>/tokens/", members.token_issue, name="token_issue"),
     path("tenants/<slug:slug>/tokens/<int:pk>/revoke/", members.token_revoke, name="token_revoke"),
+    path("users/", accounts.user_list, name="users"),
+    path("users/<int:pk>/", accounts.user_detail, name="user"),
+    path("users/<int:pk>/active/", accounts.user_active, name="user_active"),
+    path("users/<int:pk>/reset/", accounts.user_reset, name="user_reset"),
+    path("users/<int:pk>/delete/", accounts.user_delete, name="user_delete"),
+    path("tenants/<slug:slug>/invitations/", accounts.invitation_create, name="invitation_create"),
+    path("tenants/<slug:slug>/invitations/<int:pk>/revoke/", accounts.invitation_revoke, name="invitation_revoke"),
+    path("invitations/<str:token>/", accounts.invitation_accept, name="invitation"),
+    path("reset/done/", accounts.PasswordResetDone.as_view(), name="password_reset_done"),
+    path("reset/<uidb64>/<token>/", accounts.PasswordResetConfirm.as_view(), name="password_reset_confirm"),
     path("diagnostics/", diagnostics.index, name="diagnostics"),
     path("diagnostics/tail/", diagnostics.tail, name="diagnostics_tail"),
     path("diagnostics/probe/", diagnostics.probe, name="diagnostics_probe"),

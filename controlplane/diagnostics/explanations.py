@@ -154,10 +154,23 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
         "check": "Turn on the route's 'websocket' option if the route serves WebSocket.",
     },
     "http_request_denied": {
-        "meaning": "The proxy refused the request by policy (403), e.g. a WebSocket upgrade on "
-                   "a route without WebSocket.",
-        "check": "Tail the log with this Proxy-Status to see which requests; check the route "
-                 "options.",
+        "meaning": "The proxy refused the request by policy (403): the route's access list refused "
+                   "the client address (Proxy-Status details \"access list <name>\"), or a WebSocket "
+                   "upgrade on a route without WebSocket.",
+        "check": "Tail the log with this Proxy-Status: each line's reason names the policy (the access "
+                 "list). Check the client address the node saw, and trusted_proxies when clients come "
+                 "through a load balancer (its X-Forwarded-For counts only from a trusted proxy).",
+    },
+    "access_denied": {
+        "meaning": "The route's access list refused the client address (403, Proxy-Status "
+                   "http_request_denied, details \"access list <name>\").",
+        "check": "Compare the client address in the tail with the list's rules (the first match wins, "
+                 "then its default); behind a load balancer, check the node's trusted_proxies.",
+    },
+    "maintenance": {
+        "meaning": "The route is in maintenance mode: the node answers 503 with Retry-After and never "
+                   "contacts the pool (Proxy-Status destination_unavailable, details \"maintenance\").",
+        "check": "Switch maintenance off on the route when the work is done.",
     },
     "proxy_internal_error": {
         "meaning": "An internal error in the proxy (a bug).",

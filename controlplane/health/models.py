@@ -19,6 +19,8 @@ class TargetHealth(models.Model):
     checked_host = models.CharField(max_length=253, blank=True)
     checked_port = models.PositiveIntegerField(null=True, blank=True)
     last_checked = models.DateTimeField(null=True, blank=True)
+    # When the target's health stopped being unknown (its first check result).
+    first_checked = models.DateTimeField(null=True, blank=True)
     last_ok = models.BooleanField(null=True, blank=True)
     last_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_reason = models.CharField(max_length=300, blank=True)

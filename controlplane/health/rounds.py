@@ -13,7 +13,8 @@ Round lifecycle:
    ``checker.run_checks`` (one asyncio loop, no Django inside).
 3. ``record_round`` applies the results in one transaction, but only while the round
    still owns the lease (its token): the threshold state machine (``state.advance``)
-   on the counters in ``TargetHealth``; for each transition ``Target.healthy``,
+   on the counters in ``TargetHealth`` (a target's first result ever decides its
+   unknown state at once); for each transition ``Target.healthy``,
    ``health_changed``, ``health_reason``, a ``HealthTransition`` row, the health
    generation bump and, on commit, the ``HEALTH_CHANGED`` hint to every node.
 4. After commit, the alerts hook ``controlplane.alerts.hooks.target_transition``
@@ -216,16 +217,20 @@ def record_round(pool_id: int, token: str, targets: list, results: list[CheckRes
             if h is None:
                 h = TargetHealth(target_id=cur.id, checked_host=cur.host, checked_port=cur.port)
                 created.append(h)
+                first = True
             else:
                 updated.append(h)
+                first = h.last_checked is None
                 if h.checked_host != cur.host or h.checked_port != cur.port:
                     h.consecutive_ok = h.consecutive_fail = 0
                     h.checked_host, h.checked_port = cur.host, cur.port
             step = advance(TargetState(cur.healthy, h.consecutive_ok, h.consecutive_fail), result.ok,
                            healthy_threshold=pool["healthy_threshold"],
-                           unhealthy_threshold=pool["unhealthy_threshold"])
+                           unhealthy_threshold=pool["unhealthy_threshold"], first=first)
             h.consecutive_ok, h.consecutive_fail = step.state.consecutive_ok, step.state.consecutive_fail
             h.last_checked, h.last_ok, h.last_status = now, result.ok, result.status
+            if h.first_checked is None:
+                h.first_checked = now
             h.last_reason = result.reason[:300]
             h.last_elapsed_ms = round(result.elapsed * 1000.0, 3)
             if step.changed:
@@ -257,7 +262,7 @@ def record_round(pool_id: int, token: str, targets: list, results: list[CheckRes
 
 
 RESULT_FIELDS = ("consecutive_ok", "consecutive_fail", "checked_host", "checked_port", "last_checked",
-                 "last_ok", "last_status", "last_reason", "last_elapsed_ms")
+                 "first_checked", "last_ok", "last_status", "last_reason", "last_elapsed_ms")
 
 
 def _update_rows(rows: list[TargetHealth], fields) -> None:

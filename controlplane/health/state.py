@@ -2,8 +2,9 @@
 
 A target changes state only after ``healthy_threshold`` consecutive passing
 results (when unhealthy) or ``unhealthy_threshold`` consecutive failing results
-(when healthy). The counters live in the database (``TargetHealth``) so that any
-worker can continue where another stopped.
+(when healthy) -- except its very first result, which decides an unknown state.
+The counters live in the database (``TargetHealth``) so that any worker can
+continue where another stopped.
 """
 from __future__ import annotations
 
@@ -27,14 +28,20 @@ class Step:
 
 
 def advance(state: TargetState, ok: bool, *, healthy_threshold: int,
-            unhealthy_threshold: int) -> Step:
-    """The state after one check result."""
+            unhealthy_threshold: int, first: bool = False) -> Step:
+    """The state after one check result.
+
+    ``first``: the target has never been checked (at this address). Its health was
+    unknown, so the first result decides it at once (HAProxy's ``init-state up``:
+    a new target stays in rotation when its first check passes and leaves it when
+    its first check fails); the thresholds apply from then on.
+    """
     healthy_threshold = max(1, int(healthy_threshold))
     unhealthy_threshold = max(1, int(unhealthy_threshold))
     if ok:
         ok_count, fail_count = min(state.consecutive_ok + 1, COUNTER_CAP), 0
-        healthy = state.healthy or ok_count >= healthy_threshold
+        healthy = state.healthy or ok_count >= healthy_threshold or first
     else:
         ok_count, fail_count = 0, min(state.consecutive_fail + 1, COUNTER_CAP)
-        healthy = state.healthy and fail_count < unhealthy_threshold
+        healthy = state.healthy and fail_count < unhealthy_threshold and not first
     return Step(TargetState(healthy, ok_count, fail_count), healthy != state.healthy)

@@ -5,7 +5,7 @@ from controlplane.certs.services import trusted_bundle  # the operator's CA bund
 
 from . import services
 from .admin_mixins import ChangeNoteForm, ListField, ServiceAdminMixin, WriteOnlyTextarea
-from .models import Certificate, Pool, Route, Target
+from .models import AccessList, Certificate, Pool, Route, Target
 
 
 class TargetInline(admin.TabularInline):
@@ -78,6 +78,7 @@ class RouteAdmin(ServiceAdminMixin, admin.ModelAdmin):
         ("Forwarding", {"fields": ("strip_prefix", "preserve_host", "request_headers", "response_headers",
                                    "websocket", "forwarded", "max_body_size")}),
         ("TLS", {"fields": ("certificate", "acme", "https_redirect", "hsts_max_age")}),
+        ("Access and maintenance", {"fields": ("access_list", "maintenance")}),
         ("Change", {"fields": ("change_note",)}),
     ]
 
@@ -104,7 +105,7 @@ class CertificateForm(ChangeNoteForm):
     def clean(self):
         data = super().clean()
         if not self.instance.pk and not data.get("private_key_pem"):
-            self.add_error("private_key_pem", "is required")
+            self.add_error("private_key_pem", "This field is required.")
         return data
 
 
@@ -129,3 +130,25 @@ class CertificateAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def service_delete(self, request, obj):
         services.delete_certificate(self.actor(request), obj)
+
+
+class AccessListForm(ChangeNoteForm):
+    class Meta:
+        model = AccessList
+        fields = "__all__"
+
+
+@admin.register(AccessList)
+class AccessListAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = AccessListForm
+    list_display = ("name", "tenant", "default")
+    list_filter = ("tenant", "default")
+    search_fields = ("name",)
+    list_select_related = ("tenant",)
+    fields = ("name", "tenant", "rules", "default", "change_note")
+
+    def service_save(self, request, obj, form, formsets):
+        services.save_access_list(self.actor(request), obj, note=self.note(form))
+
+    def service_delete(self, request, obj):
+        services.delete_access_list(self.actor(request), obj)

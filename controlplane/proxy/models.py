@@ -34,8 +34,9 @@ class Pool(TenantOwned):
     tls_ca_pem = models.TextField(blank=True)
     tls_sni = models.CharField(max_length=253, blank=True)
     # Active health check
-    health_check_enabled = models.BooleanField(default=False)
-    health_check_type = models.CharField(max_length=4, choices=CHECK_TYPES, default="http")
+    # On by default (a TCP connect check): a pool nobody checks has targets of unknown health.
+    health_check_enabled = models.BooleanField(default=True)
+    health_check_type = models.CharField(max_length=4, choices=CHECK_TYPES, default="tcp")
     health_check_path = models.CharField(max_length=2048, default="/")
     health_check_method = models.CharField(max_length=10, default="GET")
     health_check_expected_statuses = models.CharField(max_length=200, default="200-399")
@@ -107,6 +108,27 @@ class Certificate(TenantOwned):
         return self.name
 
 
+class AccessList(TenantOwned):
+    """Ordered allow/deny rules on the client address, reusable by its owner's routes."""
+    ACTIONS = [(a, a) for a in schema.ACCESS_ACTIONS]
+
+    name = models.CharField(max_length=100)
+    rules = models.JSONField(default=list, blank=True,
+                             help_text='Ordered [{"action": "allow" or "deny", "cidr": "10.0.0.0/8"}]; '
+                                       "the first rule that matches decides.")
+    default = models.CharField(max_length=5, choices=ACTIONS, default="allow",
+                               help_text="What happens to an address no rule matches.")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="access_list_name_per_tenant")]
+
+    def __str__(self):
+        return self.name
+
+
 class Route(TenantOwned):
     PATH_TYPES = [(p, p) for p in schema.PATH_TYPES]
 
@@ -131,6 +153,18 @@ class Route(TenantOwned):
     certificate = models.ForeignKey(Certificate, null=True, blank=True, on_delete=models.PROTECT,
                                     related_name="routes", help_text="Empty: chosen by hostname.")
     acme = models.BooleanField(default=False, help_text="Obtain a certificate automatically (ACME).")
+    access_list = models.ForeignKey(AccessList, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="routes", help_text="Who may reach the route (empty: everyone).")
+    maintenance = models.BooleanField(default=False, help_text="Answer 503 with a maintenance page; "
+                                                               "the pool gets no traffic.")
+    retry_after = models.PositiveIntegerField(default=300, help_text="Seconds in the maintenance answer's "
+                                                                     "Retry-After header; 0 sends none.")
+    acme_challenge = models.CharField(
+        max_length=12, blank=True, default="",
+        choices=[("", "default"), ("http-01", "HTTP-01"), ("tls-alpn-01", "TLS-ALPN-01"), ("dns-01", "DNS-01")],
+        help_text="ACME challenge of this route's orders; empty: the installation's default.")
+    acme_profile = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="ACME profile (e.g. classic, tlsserver, shortlived); empty: the default.")
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)

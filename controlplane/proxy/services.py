@@ -21,13 +21,14 @@ from controlplane.publishing import publisher
 from controlplane.tenancy.models import Delegation, Tenant
 
 from . import validation
-from .models import Certificate, Pool, Route, Target
+from .models import AccessList, Certificate, Pool, Route, Target
 
 __all__ = [
     "Actor", "create_pool", "update_pool", "save_pool", "delete_pool", "create_route", "update_route",
     "save_route", "delete_route", "create_tenant", "update_tenant", "save_tenant", "delete_tenant",
     "create_delegation", "update_delegation", "delete_delegation", "create_certificate",
-    "update_certificate", "delete_certificate", "serialize", "etag_of", "locked_current", "PreconditionFailed",
+    "update_certificate", "delete_certificate", "create_access_list", "update_access_list",
+    "save_access_list", "delete_access_list", "serialize", "etag_of", "locked_current", "PreconditionFailed",
 ]
 
 SECRET_FIELDS = {"private_key_encrypted", "secret_encrypted", "token_hash"}
@@ -203,9 +204,10 @@ def delete_pool(actor, pool: Pool, note="", if_match=None) -> None:
 # ------------------------------------------------------------------ routes
 
 def create_route(actor, *, tenant=None, note="", **fields) -> Route:
-    """``pool`` (and ``certificate``) may be an object or an id."""
+    """``pool`` (and ``certificate``, ``access_list``) may be an object or an id."""
     _resolve_fk(fields, "pool", Pool)
     _resolve_fk(fields, "certificate", Certificate)
+    _resolve_fk(fields, "access_list", AccessList)
     route = Route(tenant=_tenant(tenant))
     _set_fields(route, fields)
     return save_route(actor, route, note=note)
@@ -215,6 +217,7 @@ def update_route(actor, route: Route, note="", if_match=None, **fields) -> Route
     """Change the named fields of the stored route."""
     _resolve_fk(fields, "pool", Pool)
     _resolve_fk(fields, "certificate", Certificate)
+    _resolve_fk(fields, "access_list", AccessList)
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
     with locked_current(route, if_match) as current:
@@ -342,3 +345,38 @@ def delete_certificate(actor, cert: Certificate, note="", if_match=None) -> None
         before = serialize(cert)
         cert.delete()
         _finish(actor, "delete", cert, before, note, after=None, tenant=cert.tenant if cert.tenant_id else None)
+
+
+# ------------------------------------------------------------------ access lists
+
+def create_access_list(actor, *, tenant=None, note="", **fields) -> AccessList:
+    """``name``, ``rules`` (ordered ``[{"action", "cidr"}]``) and ``default``."""
+    acl = AccessList(tenant=_tenant(tenant))
+    _set_fields(acl, fields)
+    return save_access_list(actor, acl, note=note)
+
+
+def update_access_list(actor, acl: AccessList, *, note="", if_match=None, **fields) -> AccessList:
+    if "tenant" in fields:
+        fields["tenant"] = _tenant(fields["tenant"])
+    with locked_current(acl, if_match) as current:
+        _set_fields(current, fields)
+        return save_access_list(actor, current, note=note)
+
+
+def save_access_list(actor, acl: AccessList, *, note="") -> AccessList:
+    with transaction.atomic():
+        publisher.lock()
+        before = _before(AccessList, acl)
+        validation.validate_access_list(acl)
+        acl.save()
+        _finish(actor, "update" if before else "create", acl, before, note)
+    return acl
+
+
+def delete_access_list(actor, acl: AccessList, note="", if_match=None) -> None:
+    with locked_current(acl, if_match) as acl:
+        validation.validate_access_list_removal(acl)
+        before = serialize(acl)
+        acl.delete()
+        _finish(actor, "delete", acl, before, note, after=None, tenant=acl.tenant if acl.tenant_id else None)

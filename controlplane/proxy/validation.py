@@ -11,6 +11,8 @@ so the rules a node enforces are written once.
 """
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
@@ -21,7 +23,12 @@ from controlplane.tenancy import upstream_policy
 from controlplane.tenancy.models import Delegation, Tenant
 from dataplane import schema
 
-from .models import Certificate, Pool, Route, Target
+from . import acme_choice
+from .models import AccessList, Certificate, Pool, Route, Target
+
+
+REQUIRED = "This field is required."  # Django's own words for a missing value, on every form and in the API
+MISSING_CODES = ("blank", "null", "required")
 
 
 class Errors:
@@ -36,9 +43,10 @@ class Errors:
             messages.append(message)
 
     def merge(self, error: ValidationError) -> None:
-        for field, messages in error.message_dict.items():
-            for message in messages:
-                self.add(field, message)
+        """Django's field checks; "This field cannot be blank." reads as on a form."""
+        for field, field_errors in error.error_dict.items():
+            for item in field_errors:
+                self.add(field, REQUIRED if item.code in MISSING_CODES else " ".join(item.messages))
 
     def __contains__(self, field: str) -> bool:
         return field in self.by_field
@@ -62,7 +70,7 @@ def _tenant_label(tenant) -> str:
 
 # ------------------------------------------------------------------ schema
 
-ROUTE_FK_PATHS = ("pool", "certificate", "id", "tenant")
+ROUTE_FK_PATHS = ("pool", "certificate", "id", "tenant", "access_list")
 
 
 def _split(path: str, prefix: str) -> tuple[str, str]:
@@ -202,7 +210,8 @@ def validate_delegation_removal(delegation: Delegation, replacement: str | None 
 
 
 def validate_tenant_removal(tenant: Tenant) -> None:
-    owned = [(model, noun) for model, noun in ((Route, "routes"), (Pool, "pools"), (Certificate, "certificates"))
+    owned = [(model, noun) for model, noun in ((Route, "routes"), (Pool, "pools"), (Certificate, "certificates"),
+                                               (AccessList, "access lists"))
              if model.objects.filter(tenant=tenant).exists()]
     if owned:
         raise ValidationError({NON_FIELD_ERRORS: [
@@ -302,7 +311,7 @@ def validate_pool_removal(pool: Pool) -> None:
 
 def normalize_hosts(hosts, errors: Errors) -> list[str]:
     if not isinstance(hosts, (list, tuple)) or not hosts:
-        errors.add("hosts", "needs at least one host name")
+        errors.add("hosts", REQUIRED)
         return []
     clean = []
     for host in hosts:
@@ -346,7 +355,7 @@ def _check_pool(route: Route, errors: Errors) -> None:
                            "a route may only use a pool of its own owner")
         return
     if pool is None or pool.tenant_id != route.tenant_id:
-        errors.add("pool", f"unknown pool {route.pool_id}" if route.pool_id else "is required")
+        errors.add("pool", f"unknown pool {route.pool_id}" if route.pool_id else REQUIRED)
         return
     if route.enabled and not pool.targets.filter(state=Target.ENABLED).exists():
         errors.add("pool", f"pool {pool.name} has no enabled targets")
@@ -372,17 +381,30 @@ def _check_certificate(route: Route, errors: Errors) -> None:
 
 def _check_acme(route: Route, errors: Errors) -> None:
     """A route asking for an automatic certificate: ACME must be configured and every host
-    must be validatable by HTTP-01. An ACME certificate that no longer covers the hosts is
-    detached (the hosts are served by hostname until the new order is issued)."""
+    must be validatable by the order's challenge (``acme_choice``). An ACME certificate that
+    no longer covers the hosts is detached (the hosts are served by hostname until the new
+    order is issued)."""
+    if route.acme_profile and not acme_choice.PROFILE.fullmatch(route.acme_profile):
+        errors.add("acme_profile", "a profile name is letters, digits, '.', '_' and '-' "
+                                   "(e.g. classic, tlsserver, shortlived)")
     if not route.acme:
         return
     if not settings.SWITCHYARD_ACME_DIRECTORY:
         errors.add("acme", "automatic certificates are off in this installation "
                            "(the operator has not set SWITCHYARD_ACME_DIRECTORY)")
+    method = acme_choice.method(route.hosts, route.acme_challenge)
+    if method == acme_choice.DNS_01 and not acme_choice.dns_configured():
+        errors.add("acme_challenge", "DNS-01 needs the operator's DNS server for dynamic updates "
+                                     "(SWITCHYARD_ACME_DNS_SERVER and SWITCHYARD_ACME_DNS_ZONE are not set)")
     wildcards = [h for h in route.hosts if h.startswith("*.")]
-    if wildcards:
-        errors.add("acme", f"{', '.join(wildcards)}: wildcards need DNS-01, "
-                           "which this installation does not offer yet")
+    if wildcards and method != acme_choice.DNS_01:
+        if route.acme_challenge:
+            errors.add("acme_challenge", f"{', '.join(wildcards)}: a wildcard can only be validated with "
+                                         f"DNS-01, not {method}")
+        else:
+            errors.add("acme", f"{', '.join(wildcards)}: wildcards need DNS-01, which this installation does "
+                               "not offer (the operator has not set SWITCHYARD_ACME_DNS_SERVER and "
+                               "SWITCHYARD_ACME_DNS_ZONE)")
     cert = Certificate.objects.filter(pk=route.certificate_id).first() if route.certificate_id else None
     if cert is None:
         return
@@ -431,6 +453,7 @@ def validate_route(route: Route) -> None:
     _check_pool(route, errors)
     _check_acme(route, errors)
     _check_certificate(route, errors)
+    _check_access_list(route, errors)
     if "hosts" not in errors and "methods" not in errors:
         _check_overlaps(route, errors)
         _route_schema(route, errors)
@@ -450,7 +473,7 @@ def validate_certificate(cert: Certificate, private_key_pem: str | None, *, ca_b
     tenant = cert.tenant if cert.tenant_id else None
     _check_quota(errors, tenant, Certificate, "max_certificates", "certificates", exclude_pk=cert.pk)
     if private_key_pem is None and not cert.private_key_encrypted:
-        errors.add("private_key_pem", "is required")
+        errors.add("private_key_pem", REQUIRED)
     report = pem.inspect_pem(cert.certificate_pem, private_key_pem or _stored_key(cert),
                              ca_bundle_pem=ca_bundle_pem)
     for field, messages in report.errors.items():
@@ -502,3 +525,81 @@ def validate_certificate_removal(cert: Certificate) -> None:
     if names:
         raise ValidationError({NON_FIELD_ERRORS: [
             f"certificate {cert.name} is used by routes {', '.join(names)}; change them first"]})
+
+
+# ------------------------------------------------------------------ access lists
+
+def _check_access_list(route: Route, errors: Errors) -> None:
+    """A route may use one access list of its own owner only (tenant isolation)."""
+    if not route.access_list_id:
+        return
+    acl = AccessList.objects.filter(pk=route.access_list_id).select_related("tenant").first()
+    if acl is None or (route.tenant_id and acl.tenant_id != route.tenant_id):
+        # a tenant learns nothing of an access list it does not own
+        errors.add("access_list", f"unknown access list {route.access_list_id}")
+    elif acl.tenant_id != route.tenant_id:
+        errors.add("access_list", f"access list {acl.name} belongs to tenant {acl.tenant.slug}; "
+                                  "a route may only use an access list of its own owner")
+
+
+def normalize_rules(rules, errors: Errors) -> list[dict]:
+    """``[{"action", "cidr"}]`` (or lines ``allow 10.0.0.0/8``) in order, each network
+    in its canonical form; problems are reported as ``rule N: ...`` under ``rules``."""
+    if rules in (None, ""):
+        return []
+    if not isinstance(rules, (list, tuple)):
+        errors.add("rules", "must be a list of rules")
+        return []
+    clean = []
+    for n, rule in enumerate(rules, 1):
+        if not isinstance(rule, dict):
+            errors.add("rules", f"rule {n}: must be an object with action and cidr")
+            continue
+        action = str(rule.get("action", "")).strip().lower()
+        cidr = str(rule.get("cidr", "")).strip()
+        if action not in schema.ACCESS_ACTIONS:
+            errors.add("rules", f"rule {n}: action must be allow or deny")
+            continue
+        try:
+            cidr = str(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            errors.add("rules", f"rule {n}: {cidr!r} is not an IPv4 or IPv6 address or network")
+            continue
+        clean.append({"action": action, "cidr": cidr})
+    if len(clean) > schema.MAX_ACCESS_RULES:
+        errors.add("rules", f"at most {schema.MAX_ACCESS_RULES} rules")
+    return clean
+
+
+def _access_list_schema(acl: AccessList, errors: Errors) -> None:
+    data = {"pools": [], "routes": [], "certificates": [], "access_lists": [compiler.access_list_dict(acl)]}
+    for err in gate.snapshot_errors(data):
+        field, sub = _split(err.path, "access_lists[0]")
+        if field in ("id", "tenant") or not err.path.startswith("access_lists[0]"):
+            continue
+        errors.add(field, f"{sub}: {err.message}" if sub else err.message)
+
+
+def validate_access_list(acl: AccessList) -> None:
+    """Checks an access list as it would be stored; normalises its rules in place."""
+    errors = Errors()
+    _basic(acl, errors, exclude=["tenant", "rules"])
+    acl.rules = normalize_rules(acl.rules, errors)
+    tenant = acl.tenant if acl.tenant_id else None
+    if AccessList.objects.filter(tenant=tenant, name=acl.name).exclude(pk=acl.pk).exists():
+        errors.add("name", f"{_tenant_label(tenant)} already has an access list named {acl.name}")
+    if acl.pk:
+        others = Route.objects.filter(access_list_id=acl.pk).exclude(tenant_id=acl.tenant_id)
+        names = list(others.values_list("name", flat=True))
+        if names:
+            errors.add("tenant", f"routes {', '.join(names)} of another owner use this access list")
+    if "rules" not in errors and "name" not in errors:
+        _access_list_schema(acl, errors)
+    errors.raise_if_any()
+
+
+def validate_access_list_removal(acl: AccessList) -> None:
+    names = list(Route.objects.filter(access_list_id=acl.pk).values_list("name", flat=True))
+    if names:
+        raise ValidationError({NON_FIELD_ERRORS: [
+            f"access list {acl.name} is used by routes {', '.join(names)}; detach it from them first"]})

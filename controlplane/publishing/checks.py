@@ -15,14 +15,14 @@ from django.core.exceptions import ValidationError
 
 from controlplane.crypto import DecryptionError
 from controlplane.proxy import validation
-from controlplane.proxy.models import Pool, Route
+from controlplane.proxy.models import AccessList, Pool, Route
 from controlplane.tenancy.models import Delegation
 from dataplane import schema
 
 from . import compiler, gate
 from .models import ConfigVersion
 
-OBJECT_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]")
+OBJECT_PATH = re.compile(r"(routes|pools|certificates|access_lists)\[(\d+)\]")
 
 
 @dataclass
@@ -79,6 +79,8 @@ def business_problems() -> list[str]:
         problems += route_problems(f"route {label(route)}", route)
     for pool in Pool.objects.select_related("tenant").order_by("id"):
         problems += pool_problems(f"pool {label(pool)}", pool)
+    for acl in AccessList.objects.select_related("tenant").order_by("id"):
+        problems += problems_of(f"access list {label(acl)}", validation.validate_access_list, acl)
     for d in Delegation.objects.select_related("tenant").order_by("id"):
         problems += problems_of(f"delegation {d.suffix} (tenant {d.tenant.slug})",
                                 validation.validate_delegation, d.tenant, d.suffix, exclude_id=d.pk)

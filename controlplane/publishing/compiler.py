@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 from controlplane import crypto, pem
-from controlplane.proxy.models import Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 from dataplane import schema
 
 from .quarantined import left_out
@@ -26,7 +26,9 @@ def compile_snapshot() -> dict:
     that need it."""
     out = left_out()
     routes = list(Route.objects.filter(enabled=True).exclude(id__in=out["route"]).exclude(pool_id__in=out["pool"])
-                  .exclude(certificate_id__in=out["certificate"]).select_related("tenant", "pool").order_by("id"))
+                  .exclude(certificate_id__in=out["certificate"])
+                  .exclude(access_list_id__in=out.get("accesslist", ()))
+                  .select_related("tenant", "pool").order_by("id"))
     pools = _pools_of(routes)
     certs = [c for c in Certificate.objects.exclude(id__in=out["certificate"]).select_related("tenant").order_by("id")
              if _used(c, routes)]
@@ -36,6 +38,9 @@ def compile_snapshot() -> dict:
         "routes": [route_dict(r) for r in routes],
         "certificates": [certificate_dict(c) for c in certs],
     }
+    access_lists = _access_lists_of(routes)
+    if access_lists:
+        snapshot["access_lists"] = [access_list_dict(a) for a in access_lists]
     for key, build in SECTIONS.items():
         section = build()
         if section:
@@ -46,6 +51,23 @@ def compile_snapshot() -> dict:
 def _pools_of(routes) -> list:
     ids = sorted({r.pool_id for r in routes})
     return list(Pool.objects.filter(id__in=ids).select_related("tenant").order_by("id"))
+
+
+def _access_lists_of(routes) -> list:
+    ids = sorted({r.access_list_id for r in routes if r.access_list_id})
+    return list(AccessList.objects.filter(id__in=ids).select_related("tenant").order_by("id")) if ids else []
+
+
+def access_list_dict(acl) -> dict:
+    rules = acl.rules  # anything but a list of objects is left for the schema to name
+    return {
+        "id": acl.id or 0,
+        "name": acl.name,
+        "tenant": _slug(acl.tenant if acl.tenant_id else None),
+        "rules": [{"action": r.get("action"), "cidr": r.get("cidr")} if isinstance(r, dict) else r
+                  for r in rules] if isinstance(rules, list) else rules,
+        "default": acl.default,
+    }
 
 
 def _used(cert, routes) -> bool:
@@ -141,6 +163,9 @@ def route_dict(route) -> dict:
         "max_body_size": route.max_body_size,
         "forwarded": route.forwarded,
         "certificate": route.certificate_id,
+        "access_list": route.access_list_id,
+        "maintenance": route.maintenance,
+        "retry_after": route.retry_after,
     }
 
 

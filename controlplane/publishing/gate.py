@@ -20,9 +20,10 @@ from . import compiler
 POOL_PREFIXES = {"tls": "tls_", "health_check": "health_check_"}
 POOL_UNPREFIXED = ("healthy_threshold", "unhealthy_threshold")
 
-KINDS = (("routes", "route"), ("pools", "pool"), ("certificates", "certificate"))
+KINDS = (("routes", "route"), ("pools", "pool"), ("certificates", "certificate"),
+         ("access_lists", "access list"))
 KINDS_BY_KEY = dict(KINDS)
-SNAPSHOT_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]\.?([a-z_]*)\.?(.*)")
+SNAPSHOT_PATH = re.compile(r"(routes|pools|certificates|access_lists)\[(\d+)\]\.?([a-z_]*)\.?(.*)")
 
 
 def snapshot_errors(snapshot: dict) -> list[schema.SchemaError]:

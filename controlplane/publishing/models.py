@@ -76,8 +76,8 @@ class Quarantine(models.Model):
     """A route, pool or certificate that a node rejected in ``version``: left out of
     every next version while the object stays as it was (``object_updated``); saving
     the object again (or deleting it) lifts the quarantine."""
-    ROUTE, POOL, CERTIFICATE = "route", "pool", "certificate"
-    KINDS = [(k, k) for k in (ROUTE, POOL, CERTIFICATE)]
+    ROUTE, POOL, CERTIFICATE, ACCESS_LIST = "route", "pool", "certificate", "accesslist"
+    KINDS = [(k, k) for k in (ROUTE, POOL, CERTIFICATE, ACCESS_LIST)]
 
     kind = models.CharField(max_length=20, choices=KINDS)
     object_id = models.PositiveBigIntegerField()

@@ -13,7 +13,7 @@ def register_node(actor, name: str, note: str = "") -> tuple[Node, str]:
     """A new node; returns (node, plaintext token). The token is shown only once."""
     name = (name or "").strip()
     if not name:
-        raise ValidationError({"name": ["is required"]})
+        raise ValidationError({"name": ["This field is required."]})
     if len(name) > Node._meta.get_field("name").max_length:
         raise ValidationError({"name": ["at most 100 characters"]})
     with transaction.atomic():

@@ -104,12 +104,36 @@ def rollback(actor: Actor | None, number: int, note: str = "") -> ConfigVersion 
             raise ValidationError({"number": [f"there is no version {number}"]})
         before = current_version()
         restore.restore_snapshot(target.snapshot, number)
-        version = publish(actor, note or f"rollback to version {number}", rolled_back_from=number)
+        version = publish(actor, note or restore_note(target), rolled_back_from=number)
         record(actor, "rollback", version or target, note=note,
                config_version=version.number if version else None,
                before={"version": before.number if before else None},
                after={"version": version.number if version else number, "rolled_back_from": number})
+        if version is not None and before is not None:
+            _record_restored_objects(actor, diff(before, version), version)
         return version
+
+
+def restore_note(target: ConfigVersion, reason: str = "") -> str:
+    """The note of the version that restores ``target``: "Restore of version N: <its note>",
+    then " — <reason>" when one is given (without a note of its own: "...: <reason>")."""
+    said = [part.strip() for part in (target.note or "", reason or "") if part and part.strip()]
+    return f"Restore of version {target.number}" + (f": {' — '.join(said)}" if said else "")
+
+
+def _record_restored_objects(actor: Actor | None, changes: list[dict], version: ConfigVersion) -> None:
+    """One ``restore`` audit entry per route, pool and certificate the restore changed, so
+    that it shows in each object's history."""
+    from controlplane.proxy.models import Certificate, Pool, Route
+
+    models = {"route": Route, "pool": Pool, "certificate": Certificate}
+    for change in changes:
+        obj = models[change["kind"]].objects.filter(pk=change["id"]).select_related("tenant").first()
+        if obj is None:
+            continue
+        fields = change["fields"]
+        record(actor, "restore", obj, note=version.note, config_version=version.number,
+               before={f["field"]: f["before"] for f in fields}, after={f["field"]: f["after"] for f in fields})
 
 
 # ------------------------------------------------------------------ diff

@@ -30,8 +30,9 @@ from .quarantined import MODELS, Key, in_force, keeping_out  # noqa: F401 - what
 
 log = logging.getLogger("switchyard.quarantine")
 
-ERROR_PATH = re.compile(r"(routes|pools|certificates)\[(\d+)\]")
-KIND_OF_LIST = {"routes": Quarantine.ROUTE, "pools": Quarantine.POOL, "certificates": Quarantine.CERTIFICATE}
+ERROR_PATH = re.compile(r"(routes|pools|certificates|access_lists)\[(\d+)\]")
+KIND_OF_LIST = {"routes": Quarantine.ROUTE, "pools": Quarantine.POOL, "certificates": Quarantine.CERTIFICATE,
+                "access_lists": Quarantine.ACCESS_LIST}
 
 
 def named_objects(snapshot: dict, errors: list[dict]) -> dict[Key, list[dict]]:

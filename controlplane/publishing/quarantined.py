@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, Q
 
-from controlplane.proxy.models import Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 
 from .models import Quarantine
 
-MODELS = {Quarantine.ROUTE: Route, Quarantine.POOL: Pool, Quarantine.CERTIFICATE: Certificate}
+MODELS = {Quarantine.ROUTE: Route, Quarantine.POOL: Pool, Quarantine.CERTIFICATE: Certificate,
+          Quarantine.ACCESS_LIST: AccessList}
 
 Key = tuple[str, int]  # (kind, object id)
 
@@ -43,5 +44,6 @@ def keeping_out(obj, quarantines: dict[Key, Quarantine]) -> Quarantine | None:
     own = quarantines.get((kind, obj.pk))
     if own is not None or kind != Quarantine.ROUTE:
         return own
-    return quarantines.get((Quarantine.POOL, obj.pool_id)) or quarantines.get((Quarantine.CERTIFICATE,
-                                                                                 obj.certificate_id))
+    return (quarantines.get((Quarantine.POOL, obj.pool_id))
+            or quarantines.get((Quarantine.CERTIFICATE, obj.certificate_id))
+            or quarantines.get((Quarantine.ACCESS_LIST, obj.access_list_id)))

@@ -61,3 +61,22 @@ class TargetEjection(models.Model):
 
     def __str__(self):
         return f"target {self.target_id} ejected by node {self.node_id} until {self.until:%H:%M:%S}"
+
+
+class TargetFailureRun(models.Model):
+    """Passive evidence: a node's current run of connect failures of one kind on a target
+    (``count`` in a row, the first at ``since``), as last reported. A report without the
+    target (a connect to it succeeded) deletes the row."""
+    node = models.ForeignKey("publishing.Node", on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey("proxy.Target", on_delete=models.CASCADE, related_name="+")
+    code = models.CharField(max_length=64, help_text="Proxy-Status type, e.g. connection_refused.")
+    count = models.PositiveBigIntegerField()
+    since = models.DateTimeField()
+    reported = models.DateTimeField()
+
+    class Meta:
+        ordering = ["since"]
+        constraints = [models.UniqueConstraint(fields=["node", "target"], name="failure_run_node_target")]
+
+    def __str__(self):
+        return f"target {self.target_id}: {self.count} {self.code} from node {self.node_id}"

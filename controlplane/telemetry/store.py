@@ -1,5 +1,6 @@
 """Storing a node's traffic report (``schema.MSG_STATS``): merge it into the
-per-minute rows of each route and replace the node's reported ejections.
+per-minute rows of each route and replace the node's reported ejections and runs of
+connect failures.
 
 ``store_stats`` is synchronous ORM code; the sync consumer calls
 ``store_stats_async`` (the same function through ``database_sync_to_async``) and
@@ -22,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlplane.proxy.models import Route, Target
-from controlplane.telemetry.models import STATUS_FIELDS, TargetEjection, TrafficMinute
+from controlplane.telemetry.models import STATUS_FIELDS, TargetEjection, TargetFailureRun, TrafficMinute
 from dataplane import schema
 
 log = logging.getLogger("switchyard.telemetry")
@@ -125,7 +126,32 @@ def store_stats(node_id: int, report: schema.StatsReport, now: dt.datetime | Non
                         _merge_one(minute, node_id, row.route_id, row.tenant_id, t)
             stored = len(known)
         _replace_ejections(node_id, report.ejections, now, Target)
+        _replace_failure_runs(node_id, report.failing, now)
     return stored
+
+
+def _replace_failure_runs(node_id, runs, now) -> None:
+    """The node's runs of connect failures are its current state: replace them."""
+    current = {r.target_id: r for r in runs}
+    known = set(Target.objects.filter(pk__in=list(current)).values_list("id", flat=True)) if current else set()
+    TargetFailureRun.objects.filter(node_id=node_id).exclude(target_id__in=known).delete()
+    rows = {r.target_id: r for r in TargetFailureRun.objects.select_for_update().filter(
+        node_id=node_id, target_id__in=known)}
+    for tid in known:
+        run = current[tid]
+        since = min(dt.datetime.fromtimestamp(run.since, dt.timezone.utc), now)
+        row = rows.get(tid)
+        if row is None:
+            try:
+                with transaction.atomic():
+                    TargetFailureRun.objects.create(node_id=node_id, target_id=tid, code=run.code[:64],
+                                                    count=run.count, since=since, reported=now)
+            except IntegrityError:  # a concurrent report of the same node
+                TargetFailureRun.objects.filter(node_id=node_id, target_id=tid).update(
+                    code=run.code[:64], count=run.count, since=since, reported=now)
+        elif (row.code, row.count, row.since) != (run.code, run.count, since):
+            row.code, row.count, row.since, row.reported = run.code[:64], run.count, since, now
+            row.save(update_fields=["code", "count", "since", "reported"])
 
 
 def _replace_ejections(node_id, ejections, now, target_model) -> None:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from controlplane.audit.services import record
 
+from .access import is_staff
 from .models import ApiToken, Membership, Tenant
 
 ROLES = [r for r, _ in Membership.ROLES]
@@ -27,11 +28,22 @@ def _check_role(role, field="role", blank_ok=False) -> str:
     return role
 
 
-def _user(username):
+def _user(username, actor=None):
+    """The user named ``username``. A non-staff actor (a tenant owner) may name only
+    users who already share a tenant with them; for anyone else the answer is the same
+    as for a name nobody has, so an owner never learns who has an account elsewhere
+    (they invite by e-mail instead)."""
     User = get_user_model()
     user = User.objects.filter(**{User.USERNAME_FIELD: username}).first() if username else None
+    acting = getattr(actor, "user", None)
+    if (user is not None and getattr(acting, "is_authenticated", False) and not is_staff(acting)
+            and not Membership.objects.filter(user=user, tenant__memberships__user=acting).exists()):
+        user = None
     if user is None:
-        raise ValidationError({"user": [f"no user named {username!r}" if username else "is required"]})
+        if not username:
+            raise ValidationError({"user": ["This field is required."]})
+        raise ValidationError({"user": [f"no user named {username!r} among the members of your tenants; "
+                                        "invite them by e-mail instead"]})
     return user
 
 
@@ -73,7 +85,7 @@ def _membership_view(member: Membership) -> dict:
 
 def add_member(actor, tenant: Tenant, username: str, role: str, note: str = "") -> Membership:
     role = _check_role(role)
-    user = _user(username)
+    user = _user(username, actor)
     with transaction.atomic():
         if Membership.objects.filter(user=user, tenant=tenant).exists():
             raise ValidationError({"user": [f"{username} is already a member of tenant {tenant.slug}"]})
@@ -94,8 +106,12 @@ def change_member(actor, member: Membership, role: str, note: str = "") -> Membe
 
 
 def remove_member(actor, member: Membership, note: str = "") -> None:
+    """Remove the membership; the user's API tokens for that tenant are revoked with it."""
     with transaction.atomic():
         before = _membership_view(member)
         pk = member.pk
         member.delete()
         record(actor, "delete", member, before=before, note=note, tenant=member.tenant, object_id=pk)
+        for token in ApiToken.objects.filter(user_id=member.user_id, tenant_id=member.tenant_id,
+                                             revoked__isnull=True):
+            revoke_token(actor, token, note=f"{before['user']} is no longer a member of {before['tenant']}")

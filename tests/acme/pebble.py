@@ -34,8 +34,11 @@ def require() -> None:
 
 
 class Pebble:
-    def __init__(self, root: Path, http_port: int | None = None, tls_port: int | None = None):
+    def __init__(self, root: Path, http_port: int | None = None, tls_port: int | None = None,
+                 dns_server: str = "", eab_keys: dict[str, str] | None = None):
         self.root = root
+        self.eab_keys = eab_keys or {}  # kid -> base64url HMAC key: External Account Binding required
+        self.dns_server = dns_server  # "127.0.0.1:PORT": resolve through it instead of challtestsrv
         self.root.mkdir(parents=True, exist_ok=True)
         self.own_http01 = http_port is None  # challtestsrv answers HTTP-01 itself
         self.http_port = http_port or free_port()
@@ -62,7 +65,8 @@ class Pebble:
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
             "certificate": str(cert), "privateKey": str(key),
             "httpPort": self.http_port, "tlsPort": self.tls_port,
-            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+            "ocspResponderURL": "", "externalAccountBindingRequired": bool(self.eab_keys),
+            "externalAccountMACKeys": self.eab_keys}}
         path = self.root / "pebble-config.json"
         path.write_text(json.dumps(config))
         return path
@@ -76,7 +80,7 @@ class Pebble:
             base_env(), self.root / "challtestsrv.log").start()
         env = {**base_env(), "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
         self.pebble = Proc("pebble", ["pebble", "-config", str(self._config()),
-                                      "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+                                      "-dnsserver", self.dns_server or f"127.0.0.1:{self.dns_port}"],
                            env, self.root / "pebble.log").start()
         wait_until(self._up, 30, "Pebble's directory and challtestsrv's management API",
                    interval=0.05, on_timeout=self.logs)

@@ -39,7 +39,8 @@ def test_wildcard_hosts_need_dns01(acme_on):
     with pytest.raises(ValidationError) as raised:
         route("api", hosts=["*.apps.localhost"], acme=True)
     assert raised.value.message_dict["acme"] == [
-        "*.apps.localhost: wildcards need DNS-01, which this installation does not offer yet"]
+        "*.apps.localhost: wildcards need DNS-01, which this installation does not offer (the operator has not "
+        "set SWITCHYARD_ACME_DNS_SERVER and SWITCHYARD_ACME_DNS_ZONE)"]
 
 
 def test_acme_and_an_uploaded_certificate_exclude_each_other(acme_on):
@@ -141,8 +142,9 @@ def test_api_shows_the_order_as_it_stands(acme_on, staff_api):
     refused = staff_api.post("/api/v1/routes/", {"name": "w", "hosts": ["*.w.localhost"], "pool": pool_id,
                                                  "acme": True}, format="json")
     assert refused.status_code == 400
-    assert refused.json()["acme"] == ["*.w.localhost: wildcards need DNS-01, which this installation "
-                                      "does not offer yet"]
+    assert refused.json()["acme"] == ["*.w.localhost: wildcards need DNS-01, which this installation does not "
+                                      "offer (the operator has not set SWITCHYARD_ACME_DNS_SERVER and "
+                                      "SWITCHYARD_ACME_DNS_ZONE)"]
     created = staff_api.post("/api/v1/routes/", {"name": "a", "hosts": ["a.localhost"], "pool": pool_id,
                                                  "acme": True}, format="json")
     assert created.status_code == 201, created.json()

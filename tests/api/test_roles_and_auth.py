@@ -54,7 +54,14 @@ def test_it_lets_an_editor_change_routes_but_not_members_or_tokens(world, as_rol
 
 def test_it_lets_an_owner_manage_members_and_tokens_but_not_quotas(world, as_role):
     api = as_role("owner")
+    # an owner adds by username only people they already share a tenant with (others: invitations)
     r = api.post(f"{BASE}/members/", {"tenant": "alpha", "user": "beta-owner", "role": "viewer"}, format="json")
+    assert r.status_code == 400 and "invite them by e-mail" in r.json()["user"][0]
+    Membership.objects.create(user=world["b"].users["owner"], tenant=world["a"].tenant, role="viewer")
+    r = api.post(f"{BASE}/members/", {"tenant": "alpha", "user": "beta-editor", "role": "viewer"}, format="json")
+    assert r.status_code == 400
+    Membership.objects.create(user=world["a"].users["owner"], tenant=world["b"].tenant, role="viewer")
+    r = api.post(f"{BASE}/members/", {"tenant": "alpha", "user": "beta-editor", "role": "viewer"}, format="json")
     assert r.status_code == 201, r.json()
     r = api.post(f"{BASE}/api-tokens/", {"tenant": "alpha", "role": "editor"}, format="json")
     assert r.status_code == 201 and r.json()["tenant"] == "alpha" and r.json()["token"].startswith("sy_")

@@ -124,3 +124,25 @@ def run_django(live_server_url):
                               check=True, timeout=120, capture_output=True, text=True)
         return done.stdout
     return run
+
+
+def create_superuser(cp, username: str, password: str) -> None:
+    """A platform admin in the database of a ``tests.e2e.harness.ControlPlaneEnv``."""
+    cp.manage("shell", "-c", "from django.contrib.auth import get_user_model\n"
+                             f"get_user_model().objects.create_superuser({username!r}, 'admin@example.com', "
+                             f"{password!r})")
+
+
+def signed_in(browser, base_url: str, username: str, password: str, width: int = 1280, height: int = 900):
+    """(context, page): a new browser context of ``width`` × ``height`` on ``base_url``, signed
+    in through the login form; close the context when done."""
+    import re
+    context = browser.new_context(viewport={"width": width, "height": height}, base_url=base_url)
+    page = context.new_page()
+    page.set_default_timeout(30000)
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    return context, page

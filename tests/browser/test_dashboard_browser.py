@@ -63,10 +63,11 @@ def test_it_creates_a_pool_and_a_route_publishes_and_rolls_back(page, screenshot
     screenshots(page, "diff")
     page.goto("/changes/")
     row = page.locator(f'tr[data-version="{live - 1}"]')
-    row.locator("summary").click()
-    row.locator("input[name=note]").fill("undo web")
-    page.once("dialog", lambda dialog: dialog.accept())
-    row.locator(f'button[data-rollback="{live - 1}"]').click()
+    row.locator(f'a[data-rollback="{live - 1}"]').click()
+    page.wait_for_selector("#restore-diff")  # the diff against what runs now, before confirming
+    assert "web.localhost" in page.inner_text("#restore-diff")
+    page.fill("#restore-note", "undo web")
+    page.click("#restore-confirm")
     page.wait_for_selector(".messages li.success")
     assert f"Rolled back to version {live - 1}" in page.inner_text(".messages")
     top = page.locator("tr[data-version]").first

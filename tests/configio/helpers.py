@@ -6,7 +6,7 @@ import yaml
 from controlplane.alerts.models import AlertChannel
 from controlplane.audit.models import AuditEntry
 from controlplane.configio import apply as applying, document, export
-from controlplane.proxy.models import Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 from controlplane.publishing.models import ConfigVersion
 from controlplane.tenancy.models import Delegation, Tenant
 
@@ -36,7 +36,7 @@ def item(data: dict, section: str, name: str, tenant=None) -> dict:
 
 def empty_installation() -> None:
     """Delete every configuration row (as a fresh installation has none)."""
-    for model in (Route, Pool, Certificate, AlertChannel, Delegation, Tenant, ConfigVersion, AuditEntry):
+    for model in (Route, AccessList, Pool, Certificate, AlertChannel, Delegation, Tenant, ConfigVersion, AuditEntry):
         model.objects.all().delete()
 
 

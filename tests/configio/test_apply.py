@@ -239,7 +239,9 @@ def test_a_certificate_needs_its_key_and_the_right_passphrase(world):
     wrong = apply(as_text(with_keys), passphrase=b"not the passphrase")
     assert {(p.object, p.path) for p in wrong.problems} == {
         ("certificate alpha/wildcard", "certificates[0].private_key_pem"),
-        ("certificate beta/wildcard", "certificates[1].private_key_pem")}
+        ("certificate beta/wildcard", "certificates[1].private_key_pem"),
+        ("alert channel alpha/oncall", "alert_channels[1].secret"),
+        ("alert channel beta/oncall", "alert_channels[2].secret")}
     assert Tenant.objects.count() == 0
     for cert in with_keys["certificates"]:
         del cert["private_key_pem"]

@@ -5,6 +5,7 @@ import pytest
 from django.urls import reverse
 
 from controlplane.publishing import publisher
+from controlplane.tenancy.models import Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -121,6 +122,9 @@ def test_it_lets_only_owners_manage_members_and_tokens(world, login):
     page = owner.get(reverse("dashboard:tenant", args=["shop"])).content.decode()
     token = re.search(r'id="issued-token">(sy_[^<]+)<', page).group(1)  # shown once
     assert token not in owner.get(reverse("dashboard:tenant", args=["shop"])).content.decode()
+    response = owner.post(reverse("dashboard:member_add", args=["shop"]), {"username": "acme-viewer", "role": "viewer"})
+    assert response.status_code == 200 and b"invite them by e-mail" in response.content  # not one of theirs
+    Membership.objects.create(user=world["users"]["shop-owner"], tenant=world["acme"], role="viewer")
     response = owner.post(reverse("dashboard:member_add", args=["shop"]), {"username": "acme-viewer", "role": "viewer"})
     assert response.status_code == 302
     assert world["users"]["acme-viewer"].memberships.filter(tenant=world["shop"]).exists()

@@ -57,6 +57,8 @@ def member_shapes_via_dashboard(c, username) -> list[dict]:
 
 
 def test_member_changes_are_audited_alike_from_the_dashboard_and_the_api(world, login, api):
+    # the owner adds by username someone they share a tenant with (anyone else is invited by e-mail)
+    Membership.objects.create(user=world["users"]["shop-owner"], tenant=world["acme"], role="viewer")
     via_api = member_shapes_via_api(api, "acme-viewer")
     via_dashboard = member_shapes_via_dashboard(login(world["users"]["shop-owner"]), "acme-editor")
     assert [s["action"] for s in via_api] == ["create", "update", "delete"]

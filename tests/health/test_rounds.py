@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def make_pool(*ports, name="web", up=2, down=3, timeout=0.5, tenant=None, **fields):
+    fields.setdefault("health_check_type", "http")  # the checks here read statuses (new pools default to tcp)
     pool = Pool.objects.create(name=name, tenant=tenant, health_check_enabled=True,
                                health_check_interval=5, health_check_timeout=timeout,
                                healthy_threshold=up, unhealthy_threshold=down, **fields)
@@ -61,9 +62,11 @@ def group():
 
 def test_it_marks_a_target_unhealthy_only_after_the_threshold(upstreams, group,
                                                               django_capture_on_commit_callbacks):
-    bad, good = upstreams.add(503), upstreams.add(200)
+    bad, good = upstreams.add(200), upstreams.add(200)
     pool = make_pool(bad.port, good.port, down=3)
     target = Target.objects.get(port=bad.port)
+    check_pool(pool.id)  # the first result decides an unknown target: up
+    bad.status = 503
     before = health_generation()
     for round_no in (1, 2):
         with django_capture_on_commit_callbacks(execute=True):
@@ -158,8 +161,10 @@ def test_it_calls_the_alert_hook_once_per_transition(upstreams, monkeypatch):
     monkeypatch.setattr(hooks, "target_transition",
                         lambda target, healthy, reason: calls.append((target.pk, healthy, reason)),
                         raising=False)
-    u = upstreams.add(503)
+    u = upstreams.add(200)
     pool = make_pool(u.port, down=2)
+    check_pool(pool.id)  # first result: up, which it already counted as (no transition)
+    u.status = 503
     check_pool(pool.id)
     assert calls == []
     check_pool(pool.id)
@@ -198,8 +203,10 @@ def test_it_does_nothing_for_a_pool_without_an_active_check(upstreams):
 
 
 def test_it_restarts_the_counters_when_a_target_changes_address(upstreams):
-    a, b = upstreams.add(503), upstreams.add(503)
+    a, b = upstreams.add(200), upstreams.add(503)
     pool = make_pool(a.port, down=3)
+    check_pool(pool.id)
+    a.status = 503
     check_pool(pool.id)
     check_pool(pool.id)
     Target.objects.update(port=b.port)
@@ -331,3 +338,25 @@ def test_it_raises_a_target_down_alert_through_the_real_hook(upstreams):
     check_pool(pool.id)
     alert = Alert.objects.get(kind="target_down")
     assert f"127.0.0.1:{u.port}" in alert.subject and "status 503 received" in alert.subject
+
+
+def test_it_decides_a_never_checked_target_by_its_first_result(upstreams, group,
+                                                               django_capture_on_commit_callbacks):
+    """Issue 15: a target nobody has checked is unknown, so its first check decides at once
+    (a closed port shows down after one round, not after unhealthy_threshold rounds)."""
+    up, closed = upstreams.add(200), upstreams.add(200)
+    closed.stop()
+    pool = make_pool(up.port, closed.port, down=3, health_check_type="tcp")
+    with django_capture_on_commit_callbacks(execute=True):
+        result = check_pool(pool.id)
+    dead = Target.objects.get(port=closed.port)
+    assert result["transitions"] == {str(dead.id): False}
+    assert not dead.healthy and dead.health_reason == "connection refused"
+    assert Target.objects.get(port=up.port).healthy
+    assert HealthTransition.objects.get().target_id == dead.id
+    assert all(h.first_checked is not None for h in TargetHealth.objects.all())
+    assert group.messages() == [{"type": notify.HEALTH_CHANGED, "targets": {str(dead.id): False}}]
+    # From then on the thresholds apply: one passing check is not enough to come back.
+    closed.start()
+    check_pool(pool.id)
+    assert not Target.objects.get(port=closed.port).healthy

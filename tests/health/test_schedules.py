@@ -28,8 +28,15 @@ def test_it_creates_a_schedule_for_a_pool_with_a_check():
 
 
 def test_it_creates_no_schedule_for_a_pool_without_a_check():
-    pool = Pool.objects.create(name="p")
+    pool = Pool.objects.create(name="p", health_check_enabled=False)
     assert schedule(pool) is None
+
+
+def test_it_schedules_a_tcp_check_for_a_new_pool_by_default():
+    pool = Pool.objects.create(name="p")
+    assert (pool.health_check_enabled, pool.health_check_type) == (True, "tcp")
+    task = schedule(pool)
+    assert task is not None and json.loads(task.args) == [pool.pk]
 
 
 def test_it_updates_the_interval_when_the_pool_changes():

@@ -1,8 +1,8 @@
 import json
 
 from django import template
-from django.utils import timezone
 
+from controlplane.certs import expiry
 from controlplane.proxy.services import etag_of
 from controlplane.tenancy.access import principal as get_principal
 
@@ -24,9 +24,14 @@ def short(value, n=12):
 
 @register.filter
 def days_left(when):
-    if not when:
-        return None
-    return int((when - timezone.now()).total_seconds() // 86400)
+    """Whole days left (negative once expired): the same figure as the expiry alerts'."""
+    return expiry.days_left(when) if when else None
+
+
+@register.filter
+def expires_in(when):
+    """"10 days", "5 hours", "less than 2 hours" or "expired", as the expiry alerts say it."""
+    return expiry.remaining_text(when) if when else ""
 
 
 @register.filter
@@ -56,6 +61,16 @@ def managed_tenants(context):
     if request is None or not request.user.is_authenticated:
         return []
     return list(get_principal(request).tenants()[:10])
+
+
+@register.simple_tag(takes_context=True)
+def config_allowed(context) -> bool:
+    """Whether the nav shows Config (platform staff and tenant owners)."""
+    from controlplane.configio.scope import may_use_dashboard
+    request = context.get("request")
+    if request is None or not request.user.is_authenticated:
+        return False
+    return may_use_dashboard(get_principal(request))
 
 
 @register.filter

@@ -8,6 +8,7 @@ from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 
 from controlplane.audit.services import Actor
 from controlplane.certs import services as cert_services
@@ -41,19 +42,24 @@ def certificate_detail(request, pk):
     })
 
 
-def _forget_key(form) -> None:
-    """The key is write-only: never echoed back into the page."""
-    if form.is_bound:
-        form.data = form.data.copy()
-        form.data["private_key_pem"] = ""
+def _uploaded(request, cert, verb: str) -> None:
+    """The success message, naming the warnings the upload was accepted with."""
+    count = len(cert.warnings or [])
+    detail = f" with {count} warning{'s' if count != 1 else ''}: see below" if count else ""
+    messages.success(request, f"Certificate {cert.name} {verb}{detail}.")
 
 
+# The key the user just sent is shown again when the upload is refused (so it need
+# not be pasted or chosen twice); once stored it is write-only and never shown.
+# The pages are not cached.
+
+@never_cache
 @login_required
 def certificate_new(request):
     p = get_principal(request)
     if not p.can_edit_any:
         raise PermissionDenied("your role is read-only")
-    form = forms.CertificateForm(request.POST or None, principal=p)
+    form = forms.CertificateForm(request.POST or None, request.FILES or None, principal=p)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         ok, cert = attempt(form, lambda: cert_services.upload_certificate(
@@ -61,9 +67,8 @@ def certificate_new(request):
             certificate_pem=data.get("certificate_pem") or "", private_key_pem=data.get("private_key_pem") or "",
             ca_bundle_pem=data.get("ca_bundle_pem") or "", note=note(request)))
         if ok:
-            messages.success(request, f"Certificate {cert.name} uploaded.")
+            _uploaded(request, cert, "uploaded")
             return redirect("dashboard:certificate", pk=cert.pk)
-    _forget_key(form)
     return render(request, "dashboard/certificates/form.html", {"form": form})
 
 
@@ -72,19 +77,19 @@ def _replace(actor, cert, form, note_text):
         return cert_services.replace_certificate(actor, current, note=note_text, **form.replacement(current))
 
 
+@never_cache
 @login_required
 def certificate_edit(request, pk):
     p = get_principal(request)
     cert = p.get_or_404(Certificate.objects.select_related("tenant"), id=pk)
     require_edit(p, cert.tenant_id)
-    form = forms.CertificateEditForm(request.POST or None, instance=cert)
+    form = forms.CertificateEditForm(request.POST or None, request.FILES or None, instance=cert)
     if request.method == "POST" and form.is_valid():
-        ok, _ = attempt(form, lambda: _replace(Actor.from_request(request), cert, form, note(request)),
+        ok, saved = attempt(form, lambda: _replace(Actor.from_request(request), cert, form, note(request)),
                         obj=cert, kind="certificate")
         if ok:
-            messages.success(request, f"Certificate {cert.name} saved.")
+            _uploaded(request, saved, "saved")
             return redirect("dashboard:certificate", pk=cert.pk)
-    _forget_key(form)
     return render(request, "dashboard/certificates/form.html", {"form": form, "cert": cert})
 
 

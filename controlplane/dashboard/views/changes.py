@@ -48,8 +48,12 @@ def _version_or_404(p, number):
 def change_list(request):
     p = get_principal(request)
     versions = _visible_versions(p)
+    shown = page(request, versions)
+    summaries = change_preview.version_summaries(list(shown), p)
+    for v in shown:
+        v.summary = summaries.get(v.number, [])
     return render(request, "dashboard/changes/list.html", {
-        "page": page(request, versions), "current": publisher.current_version(), "can_rollback": p.staff,
+        "page": shown, "current": publisher.current_version(), "can_rollback": p.staff,
         "numbers": list(versions.values_list("number", flat=True)[:200]),
     })
 
@@ -77,13 +81,29 @@ def change_diff(request):
 
 
 @login_required
+def change_restore(request, number):
+    """Restore this version: what would change from the live version to it, shown in the
+    page, with a note, before anything happens (the form posts to ``change_rollback``)."""
+    p = get_principal(request)
+    version = _version_or_404(p, number)
+    require_staff(p)
+    current = publisher.current_version()
+    return render(request, "dashboard/changes/restore.html", {
+        "version": version, "current": current,
+        "changes": change_preview.scoped_diff(current, version, p) if current else [],
+        "note": publisher.restore_note(version),
+    })
+
+
+@login_required
 @require_POST
 def change_rollback(request, number):
     p = get_principal(request)
     version = _version_or_404(p, number)
     require_staff(p)  # a rollback restores every tenant's routes: platform staff only
     try:
-        new = publisher.rollback(Actor.from_request(request), version.number, note(request))
+        new = publisher.rollback(Actor.from_request(request), version.number,
+                                 publisher.restore_note(version, note(request)))
     except ValidationError as exc:
         flash_validation_errors(request, exc, prefix="Rollback refused: ")
         return redirect("dashboard:changes")

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from controlplane.alerts.models import Alert
 from controlplane.audit.models import AuditEntry
+from controlplane.health import summary
 from controlplane.proxy.models import Certificate, Pool, Route, Target
 from controlplane.publishing import publisher
 from controlplane.publishing.models import Node
@@ -27,7 +28,7 @@ def overview(request):
     now = timezone.now()
     nodes = list(Node.objects.filter(revoked=False))
     targets = p.scope(Target.objects.select_related("pool", "pool__tenant"), "pool__tenant")
-    unhealthy = targets.filter(healthy=False).order_by("-health_changed")
+    health = summary.counts(targets)
     certs = p.scope(Certificate.objects.select_related("tenant"))
     expiring = certs.filter(not_after__lte=now + dt.timedelta(days=EXPIRY_WARNING_DAYS)).order_by("not_after")
     return render(request, "dashboard/overview.html", {
@@ -35,9 +36,10 @@ def overview(request):
         "nodes": nodes,
         "nodes_current": sum(1 for n in nodes if current and n.applied_hash == current.sha256),
         "nodes_connected": sum(1 for n in nodes if n.connected),
-        "unhealthy": unhealthy[:20],
-        "unhealthy_count": unhealthy.count(),
-        "target_count": targets.count(),
+        "attention": summary.needing_attention(targets),
+        "health": health,
+        "unhealthy_count": health["unhealthy"],
+        "target_count": health["total"],
         "expiring": expiring[:10],
         "counts": {
             "routes": p.scope(Route.objects.all()).count(),

@@ -7,10 +7,10 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from controlplane.audit.services import Actor
-from controlplane.health.models import HealthTransition, TargetHealth
+from controlplane.health import summary
+from controlplane.health.models import HealthTransition
 from controlplane.proxy import services
 from controlplane.proxy.models import Pool
-from controlplane.telemetry import queries as telemetry_queries
 from controlplane.tenancy.access import principal as get_principal
 
 from .. import charts, forms
@@ -25,20 +25,17 @@ def pool_list(request):
         n_targets=Count("targets", distinct=True),
         n_unhealthy=Count("targets", filter=Q(targets__healthy=False), distinct=True),
         n_routes=Count("routes", distinct=True)).order_by("name", "id")
-    return render(request, "dashboard/pools/list.html", {"page": page(request, qs), "can_create": p.can_edit_any})
+    pools = page(request, qs)
+    health = summary.pool_counts(p.pk for p in pools)
+    for pool in pools:
+        pool.health = health.get(pool.pk)
+    return render(request, "dashboard/pools/list.html", {"page": pools, "can_create": p.can_edit_any})
 
 
 def _with_health(pool) -> list:
-    """The pool's targets, each with its active check and the passive ejections the nodes report."""
-    targets = list(pool.targets.all())
-    checks = {h.target_id: h for h in TargetHealth.objects.filter(target__pool=pool)}
-    ejected: dict[int, list] = {}
-    for e in telemetry_queries.ejections([t.pk for t in targets]):
-        ejected.setdefault(e["target_id"], []).append(e)
-    for t in targets:
-        t.check = checks.get(t.pk)
-        t.ejections = ejected.get(t.pk, [])
-    return targets
+    """The pool's targets, each with its active check, the passive evidence the nodes
+    report and its health state (healthy, unhealthy or unknown: ``health.summary``)."""
+    return summary.annotate(pool.targets.all(), pool)
 
 
 @login_required
@@ -46,8 +43,11 @@ def pool_detail(request, pk):
     p = get_principal(request)
     pool = p.get_or_404(Pool.objects.select_related("tenant"), id=pk)
     targets = _with_health(pool)
+    states = {state: sum(1 for t in targets if t.health_state == state) for state in summary.STATES}
     return render(request, "dashboard/pools/detail.html", {
-        "pool": pool, "targets": targets, "transitions": HealthTransition.objects.filter(pool=pool)[:50],
+        "pool": pool, "targets": targets, "health": states,
+        "passive_count": sum(1 for t in targets if t.passive or t.ejections),
+        "transitions": HealthTransition.objects.filter(pool=pool)[:50],
         "routes": pool.routes.all(), "can_edit": p.can_edit(pool.tenant_id),
         "health_chart": charts.health_history(pool, targets),
     })

@@ -33,12 +33,12 @@ def route_list(request):
 @login_required
 def route_detail(request, pk):
     p = get_principal(request)
-    route = p.get_or_404(Route.objects.select_related("tenant", "pool", "certificate"), id=pk)
+    route = p.get_or_404(Route.objects.select_related("tenant", "pool", "certificate", "access_list"), id=pk)
     history = AuditEntry.objects.filter(object_type="route", object_id=str(route.pk))[:20]
     return render(request, "dashboard/routes/detail.html", {
         "route": route, "can_edit": p.can_edit(route.tenant_id), "history": history,
         "targets": route.pool.targets.all(), "traffic": telemetry.route_charts(p, route),
-        "acme": acme_services.status(route) if route.acme else None,
+        "acme": acme_services.status(route),
     })
 
 

@@ -9,6 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from controlplane.accounts.services import invitations_of
 from controlplane.audit.services import Actor
 from controlplane.proxy import services
 from controlplane.proxy.models import Certificate, Pool, Route, Target
@@ -16,6 +17,7 @@ from controlplane.tenancy.access import principal as get_principal
 from controlplane.tenancy.models import Delegation, Membership, Tenant
 
 from .. import forms
+from ..accountforms import InviteForm
 from .common import note, require_staff, staff_or_404, tenant_for
 from .flows import attempt, refused
 
@@ -48,7 +50,7 @@ def _usage(tenant) -> dict:
             "certificates": Certificate.objects.filter(tenant=tenant).count()}
 
 
-def tenant_page(request, tenant, *, member_form=None, token_form=None):
+def tenant_page(request, tenant, *, member_form=None, token_form=None, invite_form=None):
     """The tenant page; a member or token form that the service refused is shown
     again with its errors."""
     p = get_principal(request)
@@ -61,7 +63,16 @@ def tenant_page(request, tenant, *, member_form=None, token_form=None):
         "member_form": member_form or forms.MemberForm(), "token_form": token_form or forms.TokenForm(),
         "can_manage": p.can_manage(tenant), "staff": p.staff,
         "issued": request.session.pop("issued_token", None), "usage": _usage(tenant),
+        **_invitations(request, tenant, p, invite_form),
     })
+
+
+def _invitations(request, tenant, p, invite_form) -> dict:
+    """The tenant page's invitations panel (owners and staff only)."""
+    if not p.can_manage(tenant):
+        return {}
+    return {"invitations": invitations_of(tenant)[:50], "invite_form": invite_form or InviteForm(),
+            "invitation_link": request.session.pop("invitation_link", None)}
 
 
 @login_required

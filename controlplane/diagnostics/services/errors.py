@@ -47,7 +47,8 @@ def latency_verdict(total: dict, upstream: dict, timeouts: int = 0) -> str:
     answered = ""
     if u50 is not None:
         answered = (f"; of the answered requests, waiting for the upstream's response headers "
-                    f"takes {u50:.3f} s of {t50:.3f} s at p50 (p95 {u95:.3f} s of {t95:.3f} s)")
+                    f"takes {u50 * 1000:.1f} ms of {t50 * 1000:.1f} ms at p50 "
+                    f"(p95 {u95 * 1000:.1f} ms of {t95 * 1000:.1f} ms)")
     if timeouts:
         return (f"the backend is slow: {timeouts} request(s) got no response headers within the "
                 f"pool's read_timeout{answered}; look at the backend before raising the timeout")
@@ -84,8 +85,26 @@ def explained_errors(summary: dict, route: Route | None) -> list[dict]:
         item = {**e, "proxy_status_type": rfc_type(e["type"]), **explain(e["type"])}
         if route is not None:
             item["links"] = _links(route, e["type"])
+            item.update(_route_policy(route, rfc_type(e["type"])))
         out.append(item)
     return out
+
+
+def _route_policy(route: Route, kind: str) -> dict:
+    """What the route's own policies say about a refusal of ``kind``: the access list that
+    refuses (403) or the maintenance switch (503)."""
+    if kind == "http_request_denied" and route.access_list_id:
+        acl = route.access_list
+        return {"policy": {"access_list": acl.name, "rules": len(acl.rules or []), "default": acl.default},
+                "check": f"This route uses access list {acl.name} ({len(acl.rules or [])} rules, everyone "
+                         f"else: {acl.default}); the tail's reason says \"access list {acl.name}\" for its "
+                         "refusals. Compare the client addresses with its rules, and check trusted_proxies "
+                         "when clients come through a load balancer."}
+    if kind == "destination_unavailable" and route.maintenance:
+        return {"policy": {"maintenance": True, "retry_after": route.retry_after},
+                "check": "This route is in maintenance mode: every request gets 503 without reaching the "
+                         "pool. Switch maintenance off on the route when the work is done."}
+    return {}
 
 
 def _window(minutes: int) -> int:

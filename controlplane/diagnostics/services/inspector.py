@@ -180,6 +180,7 @@ def synthetic_request(p: Principal, route_pk: Any, data: dict, actor: str = "") 
     msg = {"type": schema.MSG_SYNTHETIC, "id": session.id.hex, "route": route.id, "host": host,
            "path": path, "method": method, "headers": headers, "timeout": SYNTHETIC_TIMEOUT}
     result = async_to_sync(run_on_node)(node, msg, 30.0)
-    return {"node": {"id": node.id, "name": node.name}, "capture_session": session.id.hex,
+    # the node's own answer names it by a bare string: the node object below wins
+    return {**result, "node": {"id": node.id, "name": node.name}, "capture_session": session.id.hex,
             "request": {"host": host, "path": path, "method": method},
-            "links": {"capture": url("capture", session.id.hex)}, **result}
+            "links": {"capture": url("capture", session.id.hex)}}

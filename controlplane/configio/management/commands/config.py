@@ -34,7 +34,8 @@ class Command(BaseCommand):
         out.add_argument("--tenant", help="only this tenant's objects (its slug)")
         out.add_argument("--format", choices=document.FORMATS, default="yaml")
         out.add_argument("--include-keys", action="store_true",
-                         help="add the certificates' private keys, encrypted with the passphrase")
+                         help="add the certificates' private keys and the webhook secrets, encrypted with "
+                              "the passphrase")
         out.add_argument("--passphrase-file", help="file holding the passphrase for --include-keys")
         out.add_argument("--output", "-o", help="write here instead of standard output")
         put = sub.add_parser("apply", help="make the configuration what FILE describes")

@@ -26,7 +26,9 @@ class Command(BaseCommand):
             self.stdout.write(f"ERROR {problem}")
         if report.problems:
             raise CommandError(f"{len(report.problems)} problem(s) found")
-        counts = ", ".join(f"{len(report.snapshot[key])} {key}" for key, _ in KINDS)
+        # sections a snapshot may leave out (access_lists) are named only when present
+        counts = ", ".join(f"{len(report.snapshot.get(key) or [])} {key.replace('_', ' ')}" for key, _ in KINDS
+                           if key in report.snapshot)
         self.stdout.write(self.style.SUCCESS(f"OK: the stored configuration is valid ({counts})"))
 
     def report_version(self, report: checks.Report) -> None:

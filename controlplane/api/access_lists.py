@@ -1,0 +1,67 @@
+"""/api/v1/access-lists/: who may reach a route (ordered allow/deny rules on CIDRs).
+
+The serializer is the JSON shape only; writes go to ``controlplane.proxy.services``
+(validation, versions, audit), as for every other resource.
+"""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers
+
+from controlplane.proxy import services
+from controlplane.proxy.models import AccessList
+from dataplane import schema
+
+from .serializers import QuarantineField, ServiceModelSerializer, StrictCharField, tenant_field
+from .views import Create, Destroy, ServiceViewSet, Update, plain, tenant_param
+
+
+class AccessRuleSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=list(schema.ACCESS_ACTIONS),
+                                     help_text="allow or deny the addresses of cidr.")
+    cidr = StrictCharField(max_length=64, help_text="An IPv4 or IPv6 address or network, e.g. 10.0.0.0/8 or "
+                                                    "2001:db8::/32 (stored in canonical form).")
+
+
+class AccessListSerializer(ServiceModelSerializer):
+    tenant = tenant_field()
+    rules = AccessRuleSerializer(many=True, required=False, help_text=(
+        "Ordered rules on the client address (as trusted_proxies determines it): the first rule that "
+        "matches decides; an address no rule matches gets `default`."))
+    default = serializers.ChoiceField(choices=list(schema.ACCESS_ACTIONS), required=False,
+                                      help_text="allow or deny what no rule matches (default allow).")
+    routes = serializers.SerializerMethodField(help_text="Ids of the routes that use this access list.")
+    quarantine = QuarantineField()
+
+    class Meta:
+        model = AccessList
+        fields = ["id", "tenant", "name", "rules", "default", "routes", "quarantine", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+    def get_routes(self, obj) -> list[int]:
+        return sorted(obj.routes.values_list("id", flat=True))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Access lists you can see", parameters=[tenant_param()]),
+    create=extend_schema(summary="Create an access list"),
+    destroy=extend_schema(summary="Delete an access list no route uses"),
+)
+class AccessListViewSet(Create, Update, Destroy, ServiceViewSet):
+    """Access lists: owned by the platform or a tenant and usable by that owner's routes
+    (route field `access_list`). A refused request gets 403 with
+    `Proxy-Status: switchyard; error=http_request_denied; details="access list <name>"`."""
+    queryset = AccessList.objects.select_related("tenant")
+    serializer_class = AccessListSerializer
+    filters = {"tenant": "tenant__slug"}
+
+    def create_object(self, data):
+        tenant = self.tenant_for_create(data)
+        data.pop("tenant", None)
+        return services.create_access_list(self.actor, tenant=tenant, note=self.note, **plain(data))
+
+    def update_object(self, acl, data):
+        return services.update_access_list(self.actor, acl, note=self.note, **plain(data))
+
+    def delete_object(self, acl):
+        services.delete_access_list(self.actor, acl, note=self.note)
