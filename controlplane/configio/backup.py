@@ -4,7 +4,8 @@ A backup keeps the configuration rows as stored, ids included: the snapshots the
 nodes run name objects by id, so the restored installation compiles to the same
 sha256 and a node that reconnects with its token gets the very configuration it had.
 It holds tenants, delegations, certificates with their private keys encrypted as
-stored, pools, targets, routes, alert channels (secrets encrypted as stored), config
+stored, pools, targets, routes, alert channels (secrets encrypted as stored), the
+ACME accounts (keys encrypted as stored) and each route's order state, config
 versions, quarantines, and node registrations with their token hashes; users and
 memberships by username, with password hashes and API token hashes only when asked.
 
@@ -24,6 +25,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from controlplane.acme.models import Account as AcmeAccount
+from controlplane.acme.models import Order as AcmeOrder
 from controlplane.alerts.models import AlertChannel
 from controlplane import crypto
 from controlplane.health.schedules import sync_schedules
@@ -35,8 +38,8 @@ from dataplane import schema
 
 FORMAT = 1
 # In dependency order: a row only refers to rows before it.
-ROW_MODELS = (Tenant, Delegation, Certificate, AccessList, Pool, Target, Route, AlertChannel, Node, ConfigVersion,
-              Quarantine)
+ROW_MODELS = (Tenant, Delegation, Certificate, AccessList, Pool, Target, Route, AlertChannel, AcmeAccount, AcmeOrder,
+              Node, ConfigVersion, Quarantine)
 USER_FIELDS = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_superuser")
 TOKEN_FIELDS = ("name", "role", "token_hash", "prefix")
 
@@ -179,6 +182,7 @@ def _check_encrypted() -> None:
     encrypted = [(f"certificate {c.name}", c.private_key_encrypted) for c in Certificate.objects.all()]
     encrypted += [(f"alert channel {c.name}", c.secret_encrypted)
                   for c in AlertChannel.objects.exclude(secret_encrypted="")]
+    encrypted += [(f"ACME account of {a.directory}", a.key_encrypted) for a in AcmeAccount.objects.all()]
     for what, value in encrypted:
         try:
             crypto.decrypt(value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import yaml
 
+from controlplane.acme.models import Account as AcmeAccount
 from controlplane.alerts.models import AlertChannel
 from controlplane.audit.models import AuditEntry
 from controlplane.configio import apply as applying, document, export
@@ -36,7 +37,8 @@ def item(data: dict, section: str, name: str, tenant=None) -> dict:
 
 def empty_installation() -> None:
     """Delete every configuration row (as a fresh installation has none)."""
-    for model in (Route, AccessList, Pool, Certificate, AlertChannel, Delegation, Tenant, ConfigVersion, AuditEntry):
+    for model in (Route, AccessList, Pool, Certificate, AlertChannel, AcmeAccount, Delegation, Tenant, ConfigVersion,
+                  AuditEntry):
         model.objects.all().delete()
 
 
