@@ -14,7 +14,7 @@ import ipaddress
 from bisect import bisect_right
 from typing import Iterable
 
-from dataplane import errors
+from dataplane import errors, wire
 
 V4_SPACE = 1 << 32
 V6_SPACE = 1 << 128
@@ -82,7 +82,8 @@ class AccessGate:
         self.v4 = compile_family(v4, V4_SPACE, default_allow)
         self.v6 = compile_family(v6, V6_SPACE, default_allow)
         self.detail = f"access list {name}"
-        self.template = errors.Template("access_denied", 403, "http_request_denied", self.detail)
+        self.template = errors.Template("access_denied", 403, "http_request_denied",
+                                        wire.sf_string(self.detail).decode("ascii"))
 
     def allows(self, key: tuple[int, int] | None) -> bool:
         """``key``: the client address as ``address_key`` gives it; an address that is

@@ -75,6 +75,15 @@ def header_line(name: str, value: str) -> bytes:
     return header_name(name) + b": " + header_value(value) + b"\r\n"
 
 
+def sf_string(text: str) -> bytes:
+    """The inside of an RFC 8941 sf-string (what goes between its quotes, e.g. a
+    Proxy-Status ``details``): printable ASCII, with backslash and quote escaped."""
+    bad = _first_bad(text, lambda ch: " " <= ch <= "~")
+    if bad:
+        raise ValueError(f"may only hold printable ASCII characters ({bad})")
+    return text.replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
+
+
 def hostname(name: str) -> bytes:
     """An ASCII host name (IDNA already applied): LDH labels of 1-63, 253 at most."""
     if not isinstance(name, str) or not name.isascii() or len(name) > 253 \

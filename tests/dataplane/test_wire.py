@@ -103,3 +103,11 @@ def test_a_request_target_is_visible_ascii_in_origin_form(path, ok):
     else:
         with pytest.raises(ValueError):
             wire.origin_form(path)
+
+
+def test_sf_string_escapes_quote_and_backslash_and_refuses_what_cannot_be_sent():
+    assert wire.sf_string('access list a"b\\c') == b'access list a\\"b\\\\c'
+    assert wire.sf_string("access list office-1") == b"access list office-1"
+    for bad in ("line\r\nInjected: 1", "caf\u00e9", "tab\there"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            wire.sf_string(bad)
