@@ -1,0 +1,13 @@
+# Placeholder reserved for the on-demand issuance work; its operations are added by hand so that
+# parallel work on this app keeps one linear migration graph.
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('acme', '0003_order_challenge_order_profile'),
+    ]
+
+    operations = [
+    ]

@@ -1,0 +1,13 @@
+# Placeholder reserved for the rate limit work; its operations are added by hand so that
+# parallel work on this app keeps one linear migration graph.
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('proxy', '0006_forward_auth'),
+    ]
+
+    operations = [
+    ]
