@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    "allauth.socialaccount",  # single sign-on (SWITCHYARD_OIDC_*)
+    "allauth.socialaccount.providers.openid_connect",
 ]
 
 MIDDLEWARE = [
@@ -297,6 +299,10 @@ SWITCHYARD_ACME_DNS_ZONE = env("SWITCHYARD_ACME_DNS_ZONE", "")
 SWITCHYARD_ACME_DNS_TSIG_NAME = env("SWITCHYARD_ACME_DNS_TSIG_NAME", "")
 SWITCHYARD_ACME_DNS_TSIG_SECRET = env("SWITCHYARD_ACME_DNS_TSIG_SECRET", "")
 SWITCHYARD_ACME_DNS_TSIG_ALGORITHM = env("SWITCHYARD_ACME_DNS_TSIG_ALGORITHM", "hmac-sha256")
+# On-demand TLS (delegations with on-demand issuance on): before ordering a name, GET
+# <ask>?domain=<name>; only a 2xx within the timeout (seconds) allows the order. Empty: no ask.
+SWITCHYARD_ACME_ON_DEMAND_ASK = env("SWITCHYARD_ACME_ON_DEMAND_ASK", "")
+SWITCHYARD_ACME_ON_DEMAND_ASK_TIMEOUT = float(env("SWITCHYARD_ACME_ON_DEMAND_ASK_TIMEOUT", "3"))
 # Traffic telemetry: per-minute rows older than this are deleted hourly by Celery beat.
 SWITCHYARD_TRAFFIC_RETENTION_HOURS = float(env("SWITCHYARD_TRAFFIC_RETENTION_HOURS", "48"))
 SWITCHYARD_HEALTH_HISTORY_DAYS = float(env("SWITCHYARD_HEALTH_HISTORY_DAYS", "30"))
@@ -327,9 +333,53 @@ SWITCHYARD_MFA_REQUIRED = env("SWITCHYARD_MFA_REQUIRED", "").strip().lower()
 if SWITCHYARD_MFA_REQUIRED not in ("", "staff", "all"):
     raise ValueError("SWITCHYARD_MFA_REQUIRED must be empty, 'staff' or 'all'")
 MFA_ADAPTER = "controlplane.accounts.twofactor.EncryptingMFAAdapter"
-MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_TOTP_ISSUER = "Switchyard"
 MFA_TOTP_TOLERANCE = 1  # one 30 s step either way (clock drift); each code works once
+# Security keys (WebAuthn): the relying party id is the host name the dashboard is
+# opened at, unless set here (e.g. "proxy.example.com" behind a proxy that rewrites
+# Host). Browsers offer keys only on https:// or http://localhost, never on an IP address.
+SWITCHYARD_WEBAUTHN_RP_ID = env("SWITCHYARD_WEBAUTHN_RP_ID", "").strip().lower()
+# Django's cache is shared by every process in production (Redis), so what allauth keeps
+# there (rate limits, used-code markers) holds across Daphne processes; embedded mode
+# runs one web process and keeps Django's default (local memory).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "switchyard",
+                          "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 3}}}
+
+# Single sign-on with an OpenID Connect provider (django-allauth's socialaccount; rules in
+# controlplane.accounts.sso). An empty issuer turns SSO off. The provider's redirect URI
+# is <dashboard>/accounts/oidc/sso/login/callback/.
+SWITCHYARD_OIDC_ISSUER = env("SWITCHYARD_OIDC_ISSUER", "").strip().rstrip("/")
+SWITCHYARD_OIDC_CLIENT_ID = env("SWITCHYARD_OIDC_CLIENT_ID", "").strip()
+SWITCHYARD_OIDC_CLIENT_SECRET = env("SWITCHYARD_OIDC_CLIENT_SECRET", "")
+SWITCHYARD_OIDC_NAME = env("SWITCHYARD_OIDC_NAME", "").strip() or "single sign-on"
+SWITCHYARD_OIDC_SCOPES = env("SWITCHYARD_OIDC_SCOPES", "openid profile email").replace(",", " ").split()
+SWITCHYARD_OIDC_CLAIM = env("SWITCHYARD_OIDC_CLAIM", "groups").strip()
+SWITCHYARD_OIDC_STAFF_VALUES = env_list("SWITCHYARD_OIDC_STAFF_VALUES")
+SWITCHYARD_OIDC_TENANT_ROLES = env("SWITCHYARD_OIDC_TENANT_ROLES", "")
+SWITCHYARD_LOCAL_PASSWORDS = env("SWITCHYARD_LOCAL_PASSWORDS", "on").strip().lower() not in ("off", "0", "false", "no")
+SWITCHYARD_BREAK_GLASS_USER = env("SWITCHYARD_BREAK_GLASS_USER", "").strip()
+if not SWITCHYARD_LOCAL_PASSWORDS and not SWITCHYARD_OIDC_ISSUER:
+    raise ValueError("SWITCHYARD_LOCAL_PASSWORDS=off needs single sign-on (SWITCHYARD_OIDC_ISSUER)")
+SOCIALACCOUNT_ADAPTER = "controlplane.dashboard.views.sso.SSOAdapter"
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # linking by e-mail follows controlplane.accounts.sso
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+SOCIALACCOUNT_PROVIDERS = {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": [{
+    "provider_id": "sso", "name": SWITCHYARD_OIDC_NAME, "client_id": SWITCHYARD_OIDC_CLIENT_ID,
+    "secret": SWITCHYARD_OIDC_CLIENT_SECRET,
+    "settings": {"server_url": SWITCHYARD_OIDC_ISSUER, "scope": SWITCHYARD_OIDC_SCOPES,
+                 "oauth_pkce_enabled": True},
+}] if SWITCHYARD_OIDC_ISSUER else []}}
+if SWITCHYARD_OIDC_ISSUER:
+    # "Sign in with ..." is a form whose answer redirects to the provider, and CSP's
+    # form-action covers redirects: allow the issuer's origin (its authorization endpoint).
+    from urllib.parse import urlsplit as _urlsplit
+    _issuer = _urlsplit(SWITCHYARD_OIDC_ISSUER)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"] = [
+        *CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"], f"{_issuer.scheme}://{_issuer.netloc}"]
 
 LOGGING = {
     "version": 1,

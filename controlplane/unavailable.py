@@ -17,6 +17,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("switchyard.unavailable")
 
@@ -25,11 +26,13 @@ API_PREFIX = "/api/"
 
 
 def dependency_down(exc: BaseException) -> str | None:
-    """"database" or "broker" when ``exc`` says that dependency cannot be reached, else None."""
+    """"database", "broker" or "cache" when ``exc`` says that dependency cannot be reached, else None."""
     if isinstance(exc, (OperationalError, InterfaceError)):
         return "database"
     if isinstance(exc, BrokerError):
         return "broker"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return "cache"  # Django's cache in production (REDIS_URL): allauth's rate limits
     return None
 
 

@@ -1,3 +1,4 @@
+from allauth.socialaccount.providers.openid_connect import views as oidc_views
 from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
@@ -20,5 +21,7 @@ urlpatterns = [
     path("admin/login/", with_throttle_status(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("controlplane.api.urls")),  # REST API, schema and docs
+    # single sign-on: allauth's OpenID Connect callback only (the rest of the flow is the dashboard's)
+    path("accounts/oidc/<str:provider_id>/login/callback/", oidc_views.callback, name="openid_connect_callback"),
     path("", include("controlplane.dashboard.urls")),  # dashboard: keep last (mounted at /)
 ]

@@ -13,9 +13,11 @@ import gc
 import time
 from typing import Any
 
-from dataplane import accesslog, acme, balancer, policies, schema, tls, wire
+from dataplane import accesslog, acme, balancer, basicauth, errorpages, policies, schema, tls, wire
+from dataplane import forwardauth
 from dataplane.metrics import Metrics
 from dataplane.outlier import OutlierDetector
+from dataplane.ratelimit import RateLimits
 from dataplane.router import RouteEntry, Router
 from dataplane.upstream import Upstreams
 
@@ -42,7 +44,8 @@ class PoolRuntime:
 
 
 class Tables:
-    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets", "certs", "acme")
+    __slots__ = ("version", "digest", "snapshot", "router", "pools", "targets", "certs", "acme",
+                 "pages")
 
     def __init__(self, version: int | None = None, digest: str | None = None,
                  snapshot: schema.Snapshot | None = None, router: Router | None = None,
@@ -57,6 +60,7 @@ class Tables:
         self.targets = targets or {}  # target id -> its states (one per pool using it)
         self.certs = certs or tls.EMPTY  # SNI table of the HTTPS listener
         self.acme = acme_challenges or acme.NONE  # challenges the node answers itself
+        self.pages = errorpages.DEFAULT  # generated responses without a route (404)
 
 
 def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
@@ -67,7 +71,22 @@ def _rules(rules: schema.HeaderRules) -> tuple[frozenset, bytes]:
 
 def _access_gate(a: schema.AccessList) -> policies.AccessGate:
     """An access list's rules as sorted intervals (built once, shared by its routes)."""
-    return policies.AccessGate(a.id, a.name, ((rule.action, rule.cidr) for rule in a.rules), a.default)
+    gate = policies.AccessGate(a.id, a.name, ((rule.action, rule.cidr) for rule in a.rules), a.default)
+    if a.users:  # basic auth: the same BasicAuth (and its cache) while the users are the same
+        gate.auth = basicauth.BasicAuth.of(a)
+        gate.any = a.satisfy == "any"
+    return gate
+
+
+def _error_pages(snap: schema.Snapshot, entries: list) -> errorpages.Answers:
+    """The platform's error answers, and each route's (its own pages over those)."""
+    platform = (errorpages.build(errorpages.compile_pages(dict(snap.error_pages)))
+                if snap.error_pages else errorpages.DEFAULT)
+    for e in entries:
+        if e is not None:
+            e.pages = errorpages.route_answers(platform, dict(e.route.error_pages), e.access,
+                                               e.maintenance)
+    return platform
 
 
 class _Problems:
@@ -116,6 +135,7 @@ class NodeState:
         self.health: dict[int, bool] = {}
         self.outlier = OutlierDetector()
         self.metrics.target_health = self._health_rows
+        self.ratelimits = RateLimits()  # buckets and shares, kept across applies
 
     @property
     def version(self) -> int | None:
@@ -143,8 +163,9 @@ class NodeState:
             self.metrics.applies["error"] += 1
             raise schema.SnapshotInvalid([schema.SchemaError("snapshot", f"apply failed: {exc}")]) from exc
         self.tables = tables
+        self.ratelimits.adopt()
         self.upstreams.retire_unused({s.hostpool for states in tables.targets.values()
-                                     for s in states})
+                                     for s in states} | forwardauth.hostpools(tables.router))
         self.outlier.forget_except(set(tables.targets))
         self.metrics.applies["ok"] += 1
         self.metrics.config_version = version
@@ -170,11 +191,24 @@ class NodeState:
                  for i, a in enumerate(snap.access_lists)}
         entries = [problems.run(f"routes[{i}]", self._route_entry, r, pools[r.pool], gates)
                    for i, r in enumerate(snap.routes) if pools.get(r.pool) is not None]
+        self._rate_limits(snap, entries)
         challenges = self._acme(snap.acme_challenges, problems)
+        pages = problems.run("error_pages", _error_pages, snap, entries)
         problems.raise_if_any()
         certs = self.tls_cache.build_certs(snap.certificates, snap.routes, self.default_certificate)
         self.tls_cache.prune_clients(client_tls)
-        return Tables(version, digest, snap, Router(entries), pools, by_target, certs, challenges)
+        tables = Tables(version, digest, snap, Router(entries), pools, by_target, certs, challenges)
+        tables.pages = pages
+        return tables
+
+    def _rate_limits(self, snap: schema.Snapshot, entries: list) -> None:
+        """Each route's limits (its own, then its tenant's), kept from the running tables
+        when unchanged (dataplane.ratelimit.RateLimits.build)."""
+        by_route, by_tenant = self.ratelimits.build(snap.routes, snap.tenant_rate_limits)
+        for e in entries:
+            if e is not None:
+                own, tenant = by_route.get(e.id), by_tenant.get(e.tenant) if e.tenant else None
+                e.rate_limits = tuple(x for x in (own, tenant) if x is not None)
 
     def _acme(self, challenges: schema.AcmeChallenges, problems: _Problems) -> acme.Challenges:
         """HTTP-01 answers prebuilt per token; TLS-ALPN-01 contexts per host."""
@@ -182,6 +216,8 @@ class NodeState:
         used: dict = {}
         for i, c in enumerate(challenges.tls_alpn01):
             path = f"acme_challenges.tls_alpn01[{i}]"
+            if not c.private_key_pem:  # withdrawn since the version was made: not answered
+                continue
             if problems.run(f"{path}.certificate_pem", tls.check_certificate, c.certificate_pem):
                 ctx = problems.run(f"{path}.private_key_pem", self.tls_cache.challenge_context,
                                    c.certificate_pem, c.private_key_pem, used)
@@ -219,6 +255,14 @@ class NodeState:
         e.stats = self.metrics.route(r.name, r.id)
         e.log_prefix = accesslog.route_prefix(self.node_name, r.name, r.tenant)
         e.req_drop, e.req_extra = _rules(r.request_headers)
+        if r.basic_auth is not None:  # the route's own users (dataplane.basicauth), after the list's
+            e.basic_auth = basicauth.BasicAuth.of(r)
+        if ((e.basic_auth is not None or (e.access is not None and e.access.auth is not None))
+                and not r.forward_authorization):
+            e.req_drop = e.req_drop | {b"authorization"}  # basic auth credentials stay here
+        if r.forward_auth is not None:  # after req_drop: its copied names are dropped too
+            e.forward_auth = forwardauth.ForwardAuth(r.forward_auth, e.req_drop, self.upstreams,
+                                                     self.tls_cache)
         e.resp_drop, e.resp_extra = _rules(r.response_headers)
         if r.hsts_max_age > 0:  # HTTPS responses only (RFC 6797 8.1)
             e.resp_drop_tls = e.resp_drop | {b"strict-transport-security"}

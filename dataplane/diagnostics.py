@@ -379,6 +379,17 @@ def capture_notes(rec: dict) -> list[str]:
     if "upgrade" in client and rec.get("reason") == "websocket_denied":
         notes.append("the client asked for a WebSocket upgrade but the route does not allow "
                      "WebSocket (route option 'websocket' is off)")
+    reason = rec.get("reason") or ""
+    if reason == "forward_auth_denied":
+        notes.append(f"the route's forward auth service answered {rec.get('status')}: that answer went to "
+                     "the client as it was and nothing was forwarded (a client without a session is sent "
+                     "to the login page this way)")
+    elif reason.startswith("forward_auth_"):
+        notes.append(f"the route's forward auth service could not be asked ({reason[13:]}): 503, nothing "
+                     "was forwarded")
+    elif reason == "rate limit":
+        notes.append("the route's rate limit (or its tenant's) was exceeded: 429 with Retry-After, nothing "
+                     "was forwarded; the limit holds across all nodes together")
     return notes
 
 

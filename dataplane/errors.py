@@ -45,13 +45,27 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     # route policies (dataplane.policies renders these with the access list's name)
     "access_denied": (403, "http_request_denied", "access list"),
     "maintenance": (503, "destination_unavailable", "maintenance"),
+    # forward auth (dataplane.forwardauth): the auth service could not be asked -> 503,
+    # never forwarded; the RFC 9209 type says what went wrong, details "forward auth"
+    **{f"forward_auth_{etype}": (503, etype, "forward auth") for etype in (
+        "connection_refused", "connection_timeout", "http_response_timeout", "dns_error",
+        "destination_ip_prohibited", "destination_ip_unroutable", "connection_terminated",
+        "http_protocol_error", "tls_protocol_error", "tls_certificate_error")},
+    # dataplane.ratelimit renders these with a Retry-After line (Template's ``extra``)
+    "rate_limited": (429, "http_request_denied", "rate limit"),
+    # basic auth on an access list (dataplane.basicauth renders these with the list's
+    # name, the WWW-Authenticate challenge and, for 429, Retry-After)
+    "basic_auth_required": (401, "http_request_denied", "basic auth"),
+    "basic_auth_throttled": (429, "http_request_denied", "basic auth"),
 }
 
 
 class Template:
     __slots__ = ("code", "status", "type", "prefix", "body", "head_len")
 
-    def __init__(self, code: str, status: int, etype: str, detail: str):
+    def __init__(self, code: str, status: int, etype: str, detail: str, extra: str = ""):
+        """``extra``: whole header lines (each ending in CRLF, checked by the caller)
+        such as a 429's ``Retry-After``."""
         self.code = code
         self.status = status
         self.type = etype
@@ -62,6 +76,7 @@ class Template:
             "Content-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(self.body)}\r\n"
             "Cache-Control: no-store\r\n"
+            f"{extra}"
             f'Proxy-Status: {PROXY_NAME}; error={etype}; details="{detail}"\r\n'
             "X-Request-ID: "
         ).encode()
@@ -71,6 +86,8 @@ class Template:
 # finer reason or None). Codes outside ERRORS (those of aborted responses) are types.
 LOGGED: dict[str, tuple[str, str | None]] = {
     code: (etype, None if code == etype else code) for code, (_, etype, _) in ERRORS.items()}
+# the auth service's own non-2xx answer relayed by forward auth: a refusal by policy
+LOGGED["forward_auth_denied"] = ("http_request_denied", "forward_auth_denied")
 
 TEMPLATES: dict[str, Template] = {code: Template(code, *spec) for code, spec in ERRORS.items()}
 

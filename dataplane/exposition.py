@@ -71,6 +71,13 @@ class _Collector:
         for pool, target, ok in m.target_health():
             health.add_metric((pool, target), 1.0 if ok else 0.0)
         yield health
+        from dataplane.basicauth import STATS  # this process's basic-auth counters
+        checks = CounterMetricFamily(
+            "switchyard_basic_auth_checks", "Basic-auth Authorization values by outcome: ok/failed "
+            "(a password hash computed), cached, throttled, busy, missing", labels=("result",))
+        for result, n in list(STATS.items()):
+            checks.add_metric((result,), n)
+        yield checks
 
 
 def render(registry: CollectorRegistry) -> bytes:

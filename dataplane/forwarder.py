@@ -21,7 +21,7 @@ from typing import Any
 from httptools import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                        HttpRequestParser, parse_url)
 
-from dataplane import acme, errors, headers, policies
+from dataplane import acme, errorpages, errors, headers, policies, ratelimit
 from dataplane.accesslog import NO_TLS
 from dataplane.headers import (H_CL, H_CONN, H_EXPECT, H_HOST, H_IDENT, H_RID, H_TE, H_UPG,
                                H_VIA, REQ_CLASS, tokens)
@@ -61,6 +61,7 @@ M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 JOIN_LIMIT = 16384
 # reasons client reading is paused (bit mask)
 P_UPSTREAM, P_BUFFER, P_PIPELINE, P_UPGRADE, P_ERROR = 1, 2, 4, 8, 16
+P_AUTH = 32  # a forward-auth subrequest runs (dataplane.forwardauth)
 WS_REQUEST = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
 WS_MAX_MESSAGE = 4 * 1024 * 1024
 WS_IDLE_TIMEOUT = 300.0
@@ -491,6 +492,7 @@ class Exchange:
         "interim", "bytes_out", "connect_time", "first_byte", "sent_at", "logged",
         "stale_retry", "dead", "up_paused", "host_s", "path_b", "eof_body", "out",
         "upgrade", "upg_req", "ws", "early", "set_cookie", "cap", "refused", "detail",
+        "auth_lines",  # forward auth: None until the auth service said 2xx, then its copied lines
     )
 
     def __init__(self, conn: ClientConnection):
@@ -539,6 +541,7 @@ class Exchange:
         self.cap = None        # diagnostics: the capture record when capture is armed
         self.refused = ""      # a parse error code: answered with it in its turn
         self.detail = None     # a policy refusal's details (access list name): logged reason
+        self.auth_lines = None  # forward auth: header lines for the upstream (bytes) once allowed
 
     # ---- request head
     def special(self, cls: int, lname: bytes, value: bytes) -> None:
@@ -697,11 +700,34 @@ class Exchange:
         """The route's own checks, the upstream request head, then an upstream."""
         conn = self.conn
         acl = route.access
-        if acl is not None and not acl.allows(self.client_key()):
-            self.detail = acl.detail
+        key = None
+        if acl is not None and not acl.allows(key := self.client_key()) and not acl.any:
+            self.detail = acl.detail  # (satisfy any: a valid password still admits the client)
             return self.fail("access_denied", template=acl.template)
         if route.https_redirect and not conn.server.tls:
             return self.redirect(url)
+        # basic auth (dataplane.basicauth), after the redirect so no password goes in clear:
+        # a cached Authorization value is a dict lookup; else 401/429 or a wait for the hash
+        # that resumes with forward() (so the checks below run once per request)
+        if (acl is not None and acl.auth is not None and not (acl.any and acl.allows(key))
+                and not acl.auth.admits(self, route, url, key)):
+            return
+        auth = route.basic_auth  # the route's own users: the same Authorization, checked too
+        if auth is not None and not auth.admits(self, route, url, key if acl is not None else self.client_key()):
+            return
+        if route.rate_limits:  # dataplane.ratelimit: the route's, then its tenant's buckets
+            wait = ratelimit.admit(route.rate_limits, self)
+            if wait:
+                self.detail = ratelimit.DETAIL
+                return self.fail("rate_limited", template=ratelimit.template(wait))
+        fa = route.forward_auth
+        if fa is not None and self.auth_lines is None:  # ask the auth service first; it
+            return fa.ask(self, url)                     # resumes with proceed() on a 2xx
+        self.proceed(route, url)
+
+    def proceed(self, route: Any, url: bytes) -> None:
+        """The forward step once the route's access policies let the request through."""
+        conn = self.conn
         if route.maintenance is not None:  # answered here: the pool is never touched
             self.detail = route.maintenance.detail
             return self.fail("maintenance", template=route.maintenance.pick(self.headers))
@@ -757,7 +783,10 @@ class Exchange:
             forwarded = headers.forwarded_line(conn.client_ip, server.scheme, host, previous)
         else:
             forwarded = b"" if previous is None else b"Forwarded: " + previous + b"\r\n"
-        return headers.request_head(self.headers, route.req_drop, conn_tokens, route.req_extra,
+        drop, extra = route.req_drop, route.req_extra
+        if self.auth_lines is not None:  # forward auth: its names dropped, its values added
+            drop, extra = route.forward_auth.req_drop, extra + self.auth_lines
+        return headers.request_head(self.headers, drop, conn_tokens, extra,
                                     identity, forwarded, self.via, self.rid, self.chunked, self.clen)
 
     def attempt(self) -> None:
@@ -1051,8 +1080,10 @@ class Exchange:
         if close:
             self.keep_alive = False
         rid = self.rid or new_request_id()
-        data = errors.render(code, rid, close=close, http10=self.http10,
-                             head=self.method == b"HEAD", template=template)
+        route = self.route  # its error pages, or the platform's (dataplane.errorpages)
+        pages = route.pages if route is not None and route.pages is not None else conn.server.state.tables.pages
+        data = errorpages.render(pages, code, template, rid, close, self.http10,
+                                 self.method == b"HEAD", self.headers)
         if self.cap is not None:
             self.cap["client_response"] = _diag_head(data)
         if not conn.closed:

@@ -68,7 +68,8 @@ def network_range(cidr: str) -> tuple[int, int, int]:
 class AccessGate:
     """One access list as the hot path uses it."""
 
-    __slots__ = ("id", "name", "v4", "v6", "template", "detail", "default")
+    __slots__ = ("id", "name", "v4", "v6", "template", "detail", "default",
+                 "auth", "any")  # basic auth (dataplane.basicauth.BasicAuth) and satisfy any
 
     def __init__(self, acl_id: int, name: str, rules: Iterable[tuple[str, str]], default: str):
         self.id = acl_id
@@ -84,6 +85,8 @@ class AccessGate:
         self.detail = f"access list {name}"
         self.template = errors.Template("access_denied", 403, "http_request_denied",
                                         wire.sf_string(self.detail).decode("ascii"))
+        self.auth = None   # set by the applier when the list has users
+        self.any = False   # with users: a client the rules allow needs no password
 
     def allows(self, key: tuple[int, int] | None) -> bool:
         """``key``: the client address as ``address_key`` gives it; an address that is

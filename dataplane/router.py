@@ -62,6 +62,10 @@ class RouteEntry:
         "req_drop", "req_extra", "resp_drop", "resp_extra", "resp_drop_tls", "resp_extra_tls",
         "websocket", "https_redirect",
         "access", "maintenance",  # dataplane.policies: AccessGate and Maintenance, or None
+        "forward_auth",  # dataplane.forwardauth.ForwardAuth, or None
+        "rate_limits",  # dataplane.ratelimit.Limit: the route's own, then its tenant's
+        "pages",  # dataplane.errorpages.Answers of the route, or None (the platform's)
+        "basic_auth",  # dataplane.basicauth.BasicAuth of the route's own users, or None
     )
 
     def __init__(self, route: Any):
@@ -88,6 +92,10 @@ class RouteEntry:
         self.req_drop = self.resp_drop = self.resp_drop_tls = frozenset()
         self.req_extra = self.resp_extra = self.resp_extra_tls = b""
         self.access = self.maintenance = None
+        self.basic_auth = None
+        self.rate_limits = ()
+        self.forward_auth = None
+        self.pages = None
 
     def accepts(self, method: bytes, headers: Headers) -> bool:
         if self.methods is not None and method not in self.methods:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataplane import wire
+from dataplane import errorpages, wire
 from dataplane.router import PathRegex
 
 SCHEMA_VERSION = 1
@@ -30,9 +30,19 @@ PATH_TYPES = ("prefix", "exact", "regex")
 TARGET_STATES = ("enabled", "disabled", "draining")
 CHECK_TYPES = ("http", "tcp")
 ACCESS_ACTIONS = ("allow", "deny")
+RATE_LIMIT_KEYS = ("none", "client_ip", "header")  # what a rate limit counts separately
+MIN_RATE, MAX_RATE, MAX_BURST = 0.001, 1_000_000.0, 1_000_000
 # An access list's name goes into the Proxy-Status details of its 403 (a quoted string)
 ACCESS_LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")
 MAX_ACCESS_RULES = 1000
+# Basic auth on an access list: users with PBKDF2-HMAC-SHA256 hashes only (never a
+# password): "pbkdf2_sha256$<iterations>$<base64 salt>$<base64 32-byte digest>".
+SATISFY = ("all", "any")  # an access list with users: rules and a password, or either
+PASSWORD_HASH_ALGORITHM = "pbkdf2_sha256"
+MIN_HASH_ITERATIONS, MAX_HASH_ITERATIONS = 100_000, 1_000_000
+MIN_SALT_BYTES, MAX_SALT_BYTES, HASH_BYTES = 16, 64, 32
+MAX_BASIC_AUTH_USERS = 100
+BASIC_AUTH_USERNAME = re.compile(r"[^\s:\x00-\x1f\x7f]{1,64}")  # no colon: "user:password"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 # Headers a header rule may never touch: framing and client identity.
@@ -170,6 +180,48 @@ class Route:
     access_list: int | None = None   # an access list of the route's own owner
     maintenance: bool = False        # answer 503 (Retry-After) without touching the pool
     retry_after: int = 0             # seconds in the maintenance answer's Retry-After; 0: none
+    forward_authorization: bool = False  # basic auth: pass the client's Authorization upstream
+    rate_limit: "RateLimit | None" = None  # this route's own limit (429 over it)
+    forward_auth: "ForwardAuth | None" = None  # ask an auth service before forwarding
+    error_pages: tuple[tuple[int, str], ...] = ()  # (status, HTML) by status (dataplane.errorpages)
+    basic_auth: "RouteBasicAuth | None" = None  # the route's own users (after its access list's)
+
+
+@dataclass(frozen=True)
+class RouteBasicAuth:
+    """Basic auth on a route: ``realm`` (the 401's and Proxy-Status details' text) and
+    users with hashes only, as an access list's (dataplane.basicauth.BasicAuth)."""
+    realm: str
+    users: tuple["BasicAuthUser", ...]
+
+
+@dataclass(frozen=True)
+class ForwardAuth:
+    """A route's forward auth (dataplane/forwardauth.py): GET ``url`` before forwarding;
+    a 2xx forwards with ``response_headers`` copied from the answer, anything else is
+    the client's answer. ``policy``: the route owner's upstream policy (restricted for a
+    tenant's route, whatever the snapshot says)."""
+    url: str
+    response_headers: tuple[str, ...] = ()
+    timeout: float = 5.0
+    policy: UpstreamPolicy = field(default_factory=UpstreamPolicy)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per second with a burst, per client address, per value of a header, or
+    for all requests together (``key`` "none"); held across nodes (dataplane/ratelimit.py)."""
+    rate: float
+    burst: int
+    key: str = "none"   # RATE_LIMIT_KEYS
+    header: str = ""    # the header whose value keys the limit when key == "header"
+
+
+@dataclass(frozen=True)
+class TenantRateLimit:
+    """A tenant's limit over all its routes together."""
+    tenant: str
+    limit: RateLimit
 
 
 @dataclass(frozen=True)
@@ -186,6 +238,14 @@ class AccessList:
     tenant: str | None
     rules: tuple[AccessRule, ...] = ()
     default: str = "allow"
+    users: tuple[BasicAuthUser, ...] = ()  # basic auth: a valid password is required too
+    satisfy: str = "all"  # "any": a client the rules allow needs no password
+
+
+@dataclass(frozen=True)
+class BasicAuthUser:
+    username: str
+    password_hash: str  # PASSWORD_HASH_ALGORITHM format, checked by parse_password_hash
 
 
 @dataclass(frozen=True)
@@ -228,6 +288,8 @@ class Snapshot:
     acme_challenges: AcmeChallenges = field(default_factory=AcmeChallenges)
     schema: int = SCHEMA_VERSION
     access_lists: tuple[AccessList, ...] = ()
+    tenant_rate_limits: tuple[TenantRateLimit, ...] = ()
+    error_pages: tuple[tuple[int, str], ...] = ()  # the platform default pages (errorpages)
 
 
 # ---------------------------------------------------------------- helpers
@@ -242,6 +304,7 @@ def snapshot_hash(data: dict) -> str:
 
 
 def strip_secrets(data: dict) -> dict:
+    data = _strip_challenge_keys(data)
     certs = data.get("certificates") or []
     if not any(isinstance(c, dict) and "private_key_pem" in c for c in certs):
         return data  # an empty key (certificate deleted since) is stripped too
@@ -251,6 +314,16 @@ def strip_secrets(data: dict) -> dict:
         for c in certs
     ]
     return clean
+
+
+def _strip_challenge_keys(data: dict) -> dict:
+    """TLS-ALPN-01 validation keys are added on the wire too (not hashed, not stored)."""
+    section = data.get("acme_challenges")
+    alpn = section.get("tls_alpn01") if isinstance(section, dict) else None
+    if not isinstance(alpn, list) or not any(isinstance(c, dict) and "private_key_pem" in c for c in alpn):
+        return data
+    return {**data, "acme_challenges": {**section, "tls_alpn01": [
+        {k: v for k, v in c.items() if k != "private_key_pem"} if isinstance(c, dict) else c for c in alpn]}}
 
 
 def normalize_host(host: str) -> str:
@@ -556,7 +629,63 @@ def _route(r: _Reader, value: Any, path: str) -> Route:
         access_list=_opt_id(r, d, "access_list", path, "an access list id"),
         maintenance=r.bool(d, "maintenance", path, False),
         retry_after=r.int(d, "retry_after", path, 0, 0, 7 * 86400),
+        forward_authorization=r.bool(d, "forward_authorization", path, False),
+        rate_limit=_rate_limit(r, d.get("rate_limit"), f"{path}.rate_limit"),
+        forward_auth=_forward_auth(r, d.get("forward_auth"), f"{path}.forward_auth",
+                                   d.get("tenant") is not None),
+        error_pages=_error_pages(r, d.get("error_pages"), f"{path}.error_pages", errorpages.ROUTE_STATUSES),
+        basic_auth=_route_basic_auth(r, d.get("basic_auth"), f"{path}.basic_auth", d.get("name")),
     )
+
+
+MAX_REALM = 200
+
+
+def _route_basic_auth(r: _Reader, value: Any, path: str, route_name: Any) -> RouteBasicAuth | None:
+    """A route's basic auth or null: ``realm`` (default: the route's name; printable
+    ASCII, it goes into WWW-Authenticate and Proxy-Status) and at least one user."""
+    if value is None:
+        return None
+    d = r.obj(value, path)
+    default = route_name if isinstance(route_name, str) else ""
+    realm = r.str(d, "realm", path, default, MAX_REALM) or default  # "" as left out
+    if not realm:
+        r.fail(f"{path}.realm", "is required")
+    elif len(realm) <= MAX_REALM:
+        r.check(wire.sf_string, realm, f"{path}.realm")
+    users = _basic_auth_users(r, d.get("users"), f"{path}.users")
+    if d.get("users") in (None, []):
+        r.fail(f"{path}.users", "needs at least one user (null turns basic auth off)")
+    return RouteBasicAuth(realm, users)
+
+
+def _rate_limit(r: _Reader, value: Any, path: str) -> RateLimit | None:
+    """A rate limit object or null: rate > 0 (at most MAX_RATE), 1 <= burst, a key of
+    RATE_LIMIT_KEYS; the header (an RFC 9110 token) is required for key "header"."""
+    if value is None:
+        return None
+    d = r.obj(value, path)
+    rate = r.num(d, "rate", path, 1.0, MIN_RATE, MAX_RATE)
+    burst = r.int(d, "burst", path, 1, 1, MAX_BURST)
+    key = r.choice(d, "key", path, RATE_LIMIT_KEYS, "none")
+    header = r.str(d, "header", path, "", 100)
+    if key == "header":
+        r.check(wire.header_name, header, f"{path}.header")
+    elif header:
+        r.fail(f"{path}.header", "is only used with key \"header\"")
+    return RateLimit(rate, burst, key, header.lower())
+
+
+def _error_pages(r: _Reader, value: Any, path: str,
+                 statuses: tuple = errorpages.STATUSES) -> tuple[tuple[int, str], ...]:
+    """``{"503": "<html>…"}``: statuses, size, placeholders and UTF-8 checked by
+    ``dataplane.errorpages.check_page`` (the control plane's check too)."""
+    if value is None:
+        return ()
+    pages, problems = errorpages.check_pages(value, statuses)
+    for key, message in problems:
+        r.fail(f"{path}.{key}" if key else path, message)
+    return tuple(sorted(pages.items()))
 
 
 def _opt_id(r: _Reader, d: dict, key: str, path: str, what: str) -> int | None:
@@ -565,6 +694,107 @@ def _opt_id(r: _Reader, d: dict, key: str, path: str, what: str) -> int | None:
         r.fail(f"{path}.{key}", f"must be {what} or null")
         return None
     return value
+
+
+FORWARD_AUTH_MAX_HEADERS = 32
+FORWARD_AUTH_TIMEOUT = (0.1, 30.0)  # seconds; the default is 5
+
+
+def forward_auth_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, target) of a forward-auth URL: http or https, a host name
+    (IDNA applied) or an IP literal, an optional port, an origin-form path and query; no
+    user info or fragment. Raises ValueError saying what is wrong."""
+    from urllib.parse import urlsplit
+    if not isinstance(url, str) or not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("must be an ASCII URL without spaces or control characters")
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if u.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if u.username is not None or u.password is not None:
+        raise ValueError("may not contain user info (user:password@)")
+    if u.fragment or url.endswith("#"):
+        raise ValueError("may not contain a fragment (#)")
+    host = u.hostname or ""
+    if not host:
+        raise ValueError("needs a host")
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        wire.hostname(host)
+    if port == 0:
+        raise ValueError("port must be 1-65535")
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    wire.origin_form(target)
+    return u.scheme, host.lower(), port or (443 if u.scheme == "https" else 80), target
+
+
+def _policy_refuses(host: str, networks: tuple[str, ...]) -> str:
+    """Why a restricted (tenant) owner may not ask ``host`` (an IP literal or a name), as
+    far as the snapshot alone can tell; nodes check every resolved address on connect."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return "is a loopback name"
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    for net in networks:
+        net = ipaddress.ip_network(net, strict=False)
+        if addr.version == net.version and addr in net:
+            return ""
+    if (addr.is_loopback or addr.is_private or addr.is_link_local or addr.is_unspecified
+            or addr.is_multicast or addr.is_reserved):
+        return "is an address the tenant's upstream policy forbids"
+    return ""
+
+
+def _forward_auth(r: _Reader, value: Any, path: str, restricted: bool) -> ForwardAuth | None:
+    """A route's forward auth, or null; ``restricted``: the route belongs to a tenant."""
+    if value is None:
+        return None
+    d = r.obj(value, path)
+    url = r.str(d, "url", path, max_len=2048)
+    host = ""
+    try:
+        host = forward_auth_url(url)[1]
+    except ValueError as exc:
+        r.fail(f"{path}.url", str(exc))
+    names: list[str] = []
+    items = r.list(d.get("response_headers"), f"{path}.response_headers")
+    if len(items) > FORWARD_AUTH_MAX_HEADERS:
+        r.fail(f"{path}.response_headers", f"at most {FORWARD_AUTH_MAX_HEADERS} header names")
+        items = []
+    for i, name in enumerate(items):
+        name = _header_name(r, name, f"{path}.response_headers[{i}]", rule=False)
+        low = name.lower()
+        if name and (low in PROTECTED_HEADERS or low.startswith(PROTECTED_PREFIXES)):
+            r.fail(f"{path}.response_headers[{i}]", f"forward auth may not set {name} (framing "
+                                                    "and client identity headers are the proxy's)")
+        elif name and low in (n.lower() for n in names):
+            r.fail(f"{path}.response_headers[{i}]", f"{name} is listed twice")
+        elif name:
+            names.append(name)
+    networks = []
+    for i, net in enumerate(r.list(d.get("allowed_networks"), f"{path}.allowed_networks")):
+        try:
+            networks.append(str(ipaddress.ip_network(net, strict=False)))
+        except (TypeError, ValueError):
+            r.fail(f"{path}.allowed_networks[{i}]", f"{net!r} is not a network")
+    if restricted and host:
+        why = _policy_refuses(host, tuple(networks))
+        if why:
+            r.fail(f"{path}.url", f"{host} {why}; tenant routes may not ask it")
+    return ForwardAuth(
+        url=url,
+        response_headers=tuple(names),
+        timeout=r.num(d, "timeout", path, 5.0, *FORWARD_AUTH_TIMEOUT),
+        policy=UpstreamPolicy(restricted=restricted, allowed_networks=tuple(networks)),
+    )
 
 
 def _access_list(r: _Reader, value: Any, path: str) -> AccessList:
@@ -593,7 +823,48 @@ def _access_list(r: _Reader, value: Any, path: str) -> AccessList:
         tenant=r.opt_tenant(d, path),
         rules=tuple(rules),
         default=r.choice(d, "default", path, ACCESS_ACTIONS, "allow"),
+        users=_basic_auth_users(r, d.get("users"), f"{path}.users"),
+        satisfy=r.choice(d, "satisfy", path, SATISFY, "all"),
     )
+
+
+def parse_password_hash(text: str) -> tuple[int, bytes, bytes]:
+    """(iterations, salt, digest) of a stored password hash; ValueError names what is wrong."""
+    parts = text.split("$") if isinstance(text, str) else []
+    if len(parts) != 4 or parts[0] != PASSWORD_HASH_ALGORITHM:
+        raise ValueError(f"must be {PASSWORD_HASH_ALGORITHM}$<iterations>$<salt>$<hash>")
+    if not parts[1].isdigit() or not MIN_HASH_ITERATIONS <= int(parts[1]) <= MAX_HASH_ITERATIONS:
+        raise ValueError(f"iterations must be between {MIN_HASH_ITERATIONS} and {MAX_HASH_ITERATIONS}")
+    try:
+        salt = base64.b64decode(parts[2], validate=True)
+        digest = base64.b64decode(parts[3], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("salt and hash must be base64") from None
+    if not MIN_SALT_BYTES <= len(salt) <= MAX_SALT_BYTES:
+        raise ValueError(f"the salt must be {MIN_SALT_BYTES} to {MAX_SALT_BYTES} bytes")
+    if len(digest) != HASH_BYTES:
+        raise ValueError(f"the hash must be {HASH_BYTES} bytes")
+    return int(parts[1]), salt, digest
+
+
+def _basic_auth_users(r: _Reader, value: Any, path: str) -> tuple[BasicAuthUser, ...]:
+    items = r.list(value, path)
+    if len(items) > MAX_BASIC_AUTH_USERS:
+        r.fail(path, f"at most {MAX_BASIC_AUTH_USERS} users")
+        return ()
+    users, seen = [], set()
+    for i, item in enumerate(items):
+        item = r.obj(item, f"{path}[{i}]")
+        username = r.str(item, "username", f"{path}[{i}]", max_len=64)
+        if isinstance(item.get("username"), str) and not BASIC_AUTH_USERNAME.fullmatch(username):
+            r.fail(f"{path}[{i}].username", "1 to 64 characters, no spaces, colons or control characters")
+        elif username in seen:
+            r.fail(f"{path}[{i}].username", f"duplicate user {username}")
+        seen.add(username)
+        password_hash = r.str(item, "password_hash", f"{path}[{i}]", max_len=300)
+        r.check(parse_password_hash, password_hash, f"{path}[{i}].password_hash")
+        users.append(BasicAuthUser(username, password_hash))
+    return tuple(users)
 
 
 def _certificate(r: _Reader, value: Any, path: str) -> Certificate:
@@ -663,8 +934,8 @@ def _tls_alpn01(r: _Reader, value: Any, path: str, seen: set) -> TlsAlpn01Challe
     pem = r.str(d, "certificate_pem", path, max_len=1 << 16)
     if isinstance(d.get("certificate_pem"), str):
         _acme_certificate(r, pem, f"{path}.certificate_pem")
-    key = r.str(d, "private_key_pem", path, max_len=1 << 16)
-    if isinstance(d.get("private_key_pem"), str) and PEM_PRIVATE_KEY.search(key) is None:
+    key = r.str(d, "private_key_pem", path, "", max_len=1 << 16)  # "": not on the wire (stored snapshots)
+    if key and PEM_PRIVATE_KEY.search(key) is None:
         r.fail(f"{path}.private_key_pem", "is not an unencrypted PEM private key")
     return TlsAlpn01Challenge(host, pem, key)
 
@@ -740,12 +1011,32 @@ def parse_snapshot(data: Any) -> Snapshot:
         acme_challenges=_acme_challenges(r, d.get("acme_challenges"), "acme_challenges"),
         access_lists=tuple(_access_list(r, a, f"access_lists[{i}]")
                            for i, a in enumerate(r.list(d.get("access_lists"), "access_lists"))),
+        tenant_rate_limits=_tenant_rate_limits(r, d.get("tenant_rate_limits")),
+        error_pages=_error_pages(r, d.get("error_pages"), "error_pages"),
     )
     if not r.errors:
         _cross_check(r, snap)
     if r.errors:
         raise SnapshotInvalid(r.errors)
     return snap
+
+
+def _tenant_rate_limits(r: _Reader, value: Any) -> tuple[TenantRateLimit, ...]:
+    out: list[TenantRateLimit] = []
+    seen: set[str] = set()
+    for i, item in enumerate(r.list(value, "tenant_rate_limits")):
+        path = f"tenant_rate_limits[{i}]"
+        d = r.obj(item, path)
+        tenant = r.str(d, "tenant", path, max_len=100)
+        if tenant in seen:
+            r.fail(f"{path}.tenant", f"duplicate tenant {tenant!r}")
+        seen.add(tenant)
+        limit = _rate_limit(r, d.get("limit"), f"{path}.limit")
+        if limit is None:
+            r.fail(f"{path}.limit", "is required")
+        else:
+            out.append(TenantRateLimit(tenant, limit))
+    return tuple(out)
 
 
 def empty_snapshot() -> dict:
@@ -1013,3 +1304,114 @@ DIAGNOSTIC_COMMANDS = (MSG_TAIL_START, MSG_TAIL_STOP, MSG_CAPTURE_START, MSG_CAP
                        MSG_PROBE, MSG_TLS_CHECK, MSG_SYNTHETIC)
 DIAGNOSTIC_REPLIES = (MSG_TAIL_LINES, MSG_CAPTURE_RECORD, MSG_PROBE_RESULT, MSG_SYNTHETIC_RESULT)
 MAX_CAPTURE_COUNT = 20
+
+
+# ---------------------------------------------------------------- rate-limit shares
+#
+# A rate limit holds across nodes without a round trip per request: each node keeps
+# local token buckets filled at its *share* of each limit, and every
+# RATELIMIT_SECONDS reports its demand (requests per second seen, admitted or not;
+# smoothed) so that the control plane can hand out new shares (dataplane/ratelimit.py).
+# node -> control plane:
+#   {"type": "ratelimit.report", "limits": {"<limit id>": {"demand": float,
+#                                                          "keys": {"<key id>": float}}}}
+#   limit id: "r:<route id>" or "t:<tenant slug>"; key id: 16 hex digits (a digest of the
+#   client address or header value), only the node's hottest MAX_RATELIMIT_KEYS keys.
+# control plane -> node:
+#   {"type": "ratelimit.shares", "nodes": int, "fallback": bool, "since": epoch|null,
+#    "limits": {"<limit id>": {"share": 0..1, "keys": {"<key id>": 0..1}}}}
+#   ``fallback``: the shared store is unreachable (since ``since``): every node uses
+#   1 / ``nodes`` of each limit until shares come again.
+
+MSG_RATELIMIT_REPORT = "ratelimit.report"
+MSG_RATELIMIT_SHARES = "ratelimit.shares"
+RATELIMIT_SECONDS = 0.2
+MAX_RATELIMIT_LIMITS = 10000
+MAX_RATELIMIT_KEYS = 16
+MAX_RATELIMIT_NODES = 10000
+RATELIMIT_ID = re.compile(r"^(?:r:[0-9]{1,18}|t:[A-Za-z0-9_-]{1,100})$")
+RATELIMIT_KEY = re.compile(r"^[0-9a-f]{16}$")
+
+
+class RateLimitMessageInvalid(ValueError):
+    """A rate-limit message that is not what this section describes; drop it whole."""
+
+
+def _fraction_map(value: Any, path: str, keys: re.Pattern, limit: int, hi: float) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > limit:
+        raise RateLimitMessageInvalid(f"{path}: must be an object of at most {limit} entries")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not keys.match(k):
+            raise RateLimitMessageInvalid(f"{path}: unexpected key {str(k)[:40]!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
+            raise RateLimitMessageInvalid(f"{path}.{k}: must be a number between 0 and {hi}")
+        out[k] = float(v)
+    return out
+
+
+def _limit_entries(msg: Any, kind: str, field_name: str, hi: float) -> dict[str, tuple[float, dict]]:
+    if not isinstance(msg, dict) or msg.get("type") != kind:
+        raise RateLimitMessageInvalid(f"not a {kind} message")
+    limits = msg.get("limits")
+    if limits is None:
+        limits = {}
+    if not isinstance(limits, dict) or len(limits) > MAX_RATELIMIT_LIMITS:
+        raise RateLimitMessageInvalid(f"limits: must be an object of at most {MAX_RATELIMIT_LIMITS}")
+    out = {}
+    for lid, entry in limits.items():
+        if not isinstance(lid, str) or not RATELIMIT_ID.match(lid):
+            raise RateLimitMessageInvalid(f"limits: unexpected limit id {str(lid)[:40]!r}")
+        if not isinstance(entry, dict):
+            raise RateLimitMessageInvalid(f"limits.{lid}: must be an object")
+        value = entry.get(field_name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= hi:
+            raise RateLimitMessageInvalid(f"limits.{lid}.{field_name}: must be between 0 and {hi}")
+        out[lid] = (float(value), _fraction_map(entry.get("keys"), f"limits.{lid}.keys",
+                                                RATELIMIT_KEY, MAX_RATELIMIT_KEYS, hi))
+    return out
+
+
+def parse_ratelimit_report(msg: Any) -> dict[str, tuple[float, dict[str, float]]]:
+    """A node's demand report (untrusted): {limit id: (demand, {key id: demand})}."""
+    return _limit_entries(msg, MSG_RATELIMIT_REPORT, "demand", 1e9)
+
+
+def parse_ratelimit_shares(msg: Any) -> tuple[int, bool, float | None, dict]:
+    """(nodes, fallback, since, {limit id: (share, {key id: share})}) of a shares message."""
+    limits = _limit_entries(msg, MSG_RATELIMIT_SHARES, "share", 1.0)
+    nodes = msg.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_RATELIMIT_NODES:
+        raise RateLimitMessageInvalid("nodes: must be a positive integer")
+    since = msg.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
+        raise RateLimitMessageInvalid("since: must be epoch seconds or null")
+    return nodes, bool(msg.get("fallback")), since, limits
+
+
+# ---------------------------------------------------------------- on-demand TLS
+#
+# node -> control plane, at most every UNKNOWN_SNI_SECONDS while there are any:
+#   {"type": "tls.unknown_sni", "names": [str, ...]}
+# the SNI names of handshakes for a host a tenant's route serves and no certificate on the
+# node covers (dataplane/ondemand.py); lower case, de-duplicated, at most MAX_UNKNOWN_SNI.
+
+MSG_UNKNOWN_SNI = "tls.unknown_sni"
+UNKNOWN_SNI_SECONDS = 1.0
+MAX_UNKNOWN_SNI = 256
+SNI_NAME = re.compile(r"(?=.{1,253}\Z)(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def parse_unknown_sni(msg: Any) -> list[str]:
+    """The valid, de-duplicated names of a ``tls.unknown_sni`` message (at most
+    MAX_UNKNOWN_SNI; anything else in it is dropped, never an error)."""
+    names = msg.get("names") if isinstance(msg, dict) else None
+    if not isinstance(names, list):
+        return []
+    out: dict[str, None] = {}
+    for name in names[:MAX_UNKNOWN_SNI]:
+        if isinstance(name, str) and SNI_NAME.fullmatch(name):
+            out[name] = None
+    return list(out)

@@ -14,6 +14,10 @@ and ``outlier``; ``apply(version, digest, snapshot) -> float`` (ms; raises
 ``schema.SnapshotInvalid``; may also return an awaitable), and
 ``set_health({target_id: bool})``.
 
+Rate limits: the state's ``ratelimits`` (``dataplane.ratelimit.RateLimits`` or the
+supervisor's aggregate) is ticked every ``schema.RATELIMIT_SECONDS``; its demand report
+goes to the control plane, whose ``ratelimit.shares`` answer sets the node's shares.
+
 Traffic reports (``schema.MSG_STATS``): every ``stats_seconds`` (default
 ``schema.STATS_SECONDS``; 0 turns them off) the client sends the per-route deltas of
 ``state.metrics.delta_report()`` (or of the ``stats_source`` callable it was given)
@@ -35,6 +39,7 @@ from typing import Any, Callable
 import aiohttp
 
 from dataplane import cache, schema
+from dataplane.ondemand import UNKNOWN as UNKNOWN_SNI
 
 log = logging.getLogger("switchyard.sync")
 
@@ -110,6 +115,7 @@ class SyncClient:
         """Connect, serve, reconnect; returns only after ``close()``."""
         await self.restore_from_cache()
         self._apply_task = asyncio.create_task(self._apply_loop(), name="switchyard-apply")
+        ratelimit_task = asyncio.create_task(self._ratelimit_loop(), name="switchyard-ratelimit")
         delay = self.backoff_min
         timeout = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=30)
         try:
@@ -149,6 +155,8 @@ class SyncClient:
                     await self._sleep(pause)
         finally:
             self.connected = False
+            ratelimit_task.cancel()
+            await asyncio.gather(ratelimit_task, return_exceptions=True)
             if self._apply_task is not None:
                 self._apply_task.cancel()
                 await asyncio.gather(self._apply_task, return_exceptions=True)
@@ -180,6 +188,7 @@ class SyncClient:
         })
         heartbeat = asyncio.create_task(self._heartbeat_loop(ws), name="switchyard-heartbeat")
         reporter = asyncio.create_task(self._stats_loop(ws), name="switchyard-stats")
+        sni_reporter = asyncio.create_task(self._unknown_sni_loop(ws), name="switchyard-unknown-sni")
         diag = (asyncio.create_task(self.diagnostics.run(), name="switchyard-diagnostics")
                 if self.diagnostics is not None else None)
         try:
@@ -195,9 +204,10 @@ class SyncClient:
         finally:
             heartbeat.cancel()
             reporter.cancel()
+            sni_reporter.cancel()
             if diag is not None:
                 diag.cancel()
-            await asyncio.gather(heartbeat, reporter, *([diag] if diag else []),
+            await asyncio.gather(heartbeat, reporter, sni_reporter, *([diag] if diag else []),
                                  return_exceptions=True)
 
     async def _heartbeat_loop(self, ws) -> None:
@@ -222,6 +232,20 @@ class SyncClient:
                 log.info("sync: sending a traffic report failed: %s", exc)
             except Exception:  # a bug in reporting must never end the sync connection
                 log.exception("sync: building a traffic report failed")
+
+    async def _unknown_sni_loop(self, ws) -> None:
+        """On-demand TLS: every ``schema.UNKNOWN_SNI_SECONDS``, the SNI names without a
+        certificate seen since (``dataplane.ondemand``), one message; dropped when it
+        cannot be sent (a name is noted again on its next handshake)."""
+        while not ws.closed:
+            await asyncio.sleep(schema.UNKNOWN_SNI_SECONDS)
+            names = UNKNOWN_SNI.report()
+            if not names:
+                continue
+            try:
+                await ws.send_json({"type": schema.MSG_UNKNOWN_SNI, "names": names})
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.info("sync: reporting unknown SNI names failed: %s", exc)
 
     async def send_stats(self, ws) -> int:
         """Send the traffic since the previous report; returns the messages sent."""
@@ -265,10 +289,39 @@ class SyncClient:
                 log.warning("sync: ignoring a health message with bad target ids")
                 return
             self.state.set_health(health)
+        elif msg.get("type") == schema.MSG_RATELIMIT_SHARES:
+            try:
+                self.state.ratelimits.apply_shares(msg)
+            except schema.RateLimitMessageInvalid as exc:
+                log.warning("sync: ignoring an invalid rate-limit shares message: %s", exc)
         elif self.diagnostics is not None and msg.get("type") in schema.DIAGNOSTIC_COMMANDS:
             self.diagnostics.handle(msg)
         else:
             log.debug("sync: ignoring message type %r", msg.get("type"))
+
+    async def _ratelimit_loop(self) -> None:
+        """Every ``schema.RATELIMIT_SECONDS`` for the client's whole life: tick the node's
+        rate limits (``state.ratelimits``, dataplane/ratelimit.py; this also falls back to
+        local shares when none came lately) and, while connected, report their demand.
+        A report that cannot be sent is dropped: the next one replaces it."""
+        limits = getattr(self.state, "ratelimits", None)  # None: a state without limits
+        if limits is None:
+            return
+        while True:
+            await asyncio.sleep(schema.RATELIMIT_SECONDS)
+            try:
+                report = limits.report()
+                if inspect.isawaitable(report):  # a supervisor gathers its workers' reports
+                    report = await report
+                ws = self._ws
+                if report is not None and ws is not None and not ws.closed:
+                    await ws.send_json(report)
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.info("sync: sending a rate-limit report failed: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must never end the sync client
+                log.exception("sync: building a rate-limit report failed")
 
     async def send_diagnostic(self, message: dict) -> None:
         """Send a diagnostics message on the current connection; dropped when there is

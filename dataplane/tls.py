@@ -18,6 +18,7 @@ import tempfile
 from typing import Any, Iterable
 
 from dataplane import acme
+from dataplane.ondemand import UNKNOWN as UNKNOWN_SNI
 from dataplane.accesslog import NO_TLS as NO_TLS_LOG
 
 # Mozilla "intermediate" (TLS 1.2 part; TLS 1.3 suites are OpenSSL's defaults, which match).
@@ -373,7 +374,10 @@ def listener_context(state: Any) -> ssl.SSLContext:
             if challenge is not None:
                 sslobj.context = challenge
                 return None
-        entry = state.tables.certs.lookup(name)
+        certs = state.tables.certs
+        entry = certs.lookup(name)
+        if name and (entry is None or entry is certs.default):
+            UNKNOWN_SNI.note(certs, name)  # on-demand TLS: reported, this handshake does not wait
         if entry is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslobj.context = entry.context

@@ -35,6 +35,8 @@ from typing import Any, Sequence
 from dataplane import schema
 from dataplane.diagnostics import DRAIN_SECONDS as DIAG_SECONDS, HUB
 from dataplane.metrics import RouteStats
+from dataplane.ratelimit import WorkerShares
+from dataplane.ondemand import UNKNOWN as UNKNOWN_SNI
 from dataplane.runtime import DRAIN_SECONDS, NodeOptions, Runtime, bind_reuseport, say
 
 FRAME = struct.Struct("!I")
@@ -68,7 +70,8 @@ def collect_stats(state: Any) -> dict:
     return {"pid": os.getpid(), "routes": routes, "active": m.active_connections,
             "health": [list(row) for row in m.target_health()],
             "ejections": state.ejections(), "failing": state.outlier.failing(),
-            "version": state.version}
+            "version": state.version,
+            "unknown_sni": UNKNOWN_SNI.take()}  # on-demand TLS: the supervisor reports them
 
 
 class WorkerLink:
@@ -109,6 +112,14 @@ class WorkerLink:
         elif kind == "stats":
             await send_msg(self.writer, {"type": "stats", "id": msg.get("id"),
                                          "stats": collect_stats(self.state)})
+        elif kind == "rl.report":  # rate limits (dataplane.ratelimit.WorkerShares): tick and report
+            await send_msg(self.writer, {"type": "rl.report", "id": msg.get("id"),
+                                         "report": self.state.ratelimits.report()})
+        elif kind == "rl.shares":
+            try:
+                self.state.ratelimits.apply_shares(msg.get("msg"))
+            except schema.RateLimitMessageInvalid:
+                pass
         elif kind == "diag.cmd":  # tail / capture commands relayed by the supervisor
             HUB.command(msg.get("msg") or {})
             if self._diag_task is None:
@@ -186,6 +197,10 @@ class Fanout:
     def outlier(self):  # .current(): ejections across the workers
         return self.sup
 
+    @property
+    def ratelimits(self):  # the workers' rate-limit reports summed, shares split over them
+        return self.sup.ratelimits
+
 
 def pin_worker(pid: int, index: int) -> None:
     """``--worker-cpu-affinity auto`` (nginx's ``worker_cpu_affinity auto``): worker N
@@ -210,6 +225,21 @@ class Supervisor(Runtime):
         self.http = self.https = self.admin = ""
         self.seq = 0
         self.lock = asyncio.Lock()
+        self.ratelimits = WorkerShares(self.rl_ask, self.rl_tell)
+
+    async def rl_ask(self) -> list:
+        """Every worker's rate-limit report (None from one that cannot answer in time)."""
+        async def one(w: Worker):
+            try:
+                return str(w.index), (await self.request(w, {"type": "rl.report"}, 1.0)).get("report")
+            except Exception:  # noqa: BLE001 - a worker that cannot answer reports nothing
+                return str(w.index), None
+        return list(await asyncio.gather(*(one(w) for w in list(self.workers))))
+
+    def rl_tell(self, key: str, shares: dict) -> None:
+        for w in self.workers:
+            if str(w.index) == key:
+                asyncio.ensure_future(self._send_quiet(w, {"type": "rl.shares", "msg": shares}))
 
     # ---- ports
     def reserve_port(self, addr: str) -> str:
@@ -248,7 +278,7 @@ class Supervisor(Runtime):
                 elif kind == "diag.out":
                     if self.sync is not None:
                         self.sync.diagnostics.ingest(msg.get("messages"))
-                elif kind in ("applied", "stats"):
+                elif kind in ("applied", "stats", "rl.report"):
                     fut = w.pending.pop(msg.get("id"), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
@@ -325,6 +355,7 @@ class Supervisor(Runtime):
             for w in list(self.workers):
                 try:
                     w.stats = (await self.request(w, {"type": "stats"}, 5.0))["stats"]
+                    UNKNOWN_SNI.add(w.stats.get("unknown_sni"))
                 except Exception:  # noqa: BLE001 - a worker that cannot answer counts as none
                     w.stats = None
             self.merge_stats()

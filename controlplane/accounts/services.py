@@ -73,7 +73,8 @@ def _user_view(user) -> dict:
 def users():
     """Every user with their memberships (for the users page and ``/api/v1/users/``)."""
     return User.objects.order_by("username").prefetch_related(
-        Prefetch("memberships", queryset=Membership.objects.select_related("tenant").order_by("tenant__slug")))
+        Prefetch("memberships", queryset=Membership.objects.select_related("tenant").order_by("tenant__slug")),
+        "socialaccount_set")
 
 
 def _clean_email(email: str, required: bool = False) -> str:
@@ -112,6 +113,10 @@ def create_user(actor: Actor, username: str, *, email: str = "", password: str =
     email = _clean_email(email)
     candidate = User(username=username, email=email)
     if password:
+        from . import sso
+        if not sso.password_allowed(username):
+            raise ValidationError({"password": ["local passwords are off (SWITCHYARD_LOCAL_PASSWORDS): leave it "
+                                                f"empty; the user signs in with {sso.display_name()}"]})
         _check_password(password, candidate)
     with transaction.atomic():
         if User.objects.filter(username__iexact=username).exists():
@@ -178,6 +183,10 @@ def send_password_reset(actor: Actor, user, base_url: str, note: str = "") -> st
         raise ValidationError({"email": [f"{user.get_username()} has no e-mail address; add one first"]})
     if not user.is_active:
         raise ValidationError({"is_active": [f"{user.get_username()} is deactivated; activate the user first"]})
+    from . import sso
+    if not sso.password_allowed(user.get_username()):
+        raise ValidationError({"password": ["local passwords are off (SWITCHYARD_LOCAL_PASSWORDS): "
+                                            f"{user.get_username()} signs in with {sso.display_name()}"]})
     link = password_reset_link(user, base_url)
     hours = settings.PASSWORD_RESET_TIMEOUT // 3600
     body = (f"Hello {user.get_username()},\n\nset a new password for your Switchyard account here:\n\n{link}\n\n"
@@ -292,6 +301,9 @@ def accept_as(inv: Invitation, user, source_address: str | None = None) -> Membe
 def accept_with_new_account(inv: Invitation, username: str, password: str,
                             source_address: str | None = None):
     """Create the invitee's account (with the invited address) and make it a member."""
+    from . import sso
+    if not sso.local_passwords():
+        raise ValidationError({"password": [f"local passwords are off: accept with {sso.display_name()}"]})
     username = (username or "").strip()
     if not username:
         raise ValidationError({"username": ["is required"]})

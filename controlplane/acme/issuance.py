@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import ari, client, dns01, services
+from . import ari, client, dns01, ondemand, services
 from .models import Order
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ def run(order_id: int, now: dt.datetime | None = None) -> str:
         services.record_failure(order, f"internal error: {exc}", timezone.now())
     finally:
         services.release(order)
+    if order.on_demand:
+        ondemand.after_failure(order)
     return FAILED
 
 
@@ -48,11 +50,10 @@ def _obtain(order: Order) -> tuple[str, str]:
     """Order (the route's profile; ARI ``replaces`` on a renewal), publish the challenges of
     the route's method (to every node and wait for their ACK, or to the DNS server and wait
     until it answers them), validate; (chain PEM, key PEM)."""
-    route = order.route
-    method = services.method_for(route)
+    method = services.order_method(order)
     acme = services.account_client(client.configured())
     key_pem = client.new_private_key()
-    ca_order = acme.new_order(order.names, key_pem, profile=services.profile_for(route) or "",
+    ca_order = acme.new_order(order.names, key_pem, profile=services.order_profile(order) or "",
                               replaces=_replaces(order))
     pending = acme.challenges(ca_order, method)
     if method == client.DNS_01:
@@ -98,7 +99,7 @@ def refresh_renewal_info(now: dt.datetime | None = None) -> int:
     """Ask the CA's renewal information for every issued certificate whose check is due and
     move its renewal time into the suggested window; returns how many were asked."""
     now = now or timezone.now()
-    orders = [o for o in Order.objects.filter(route__acme=True, certificate__isnull=False)
+    orders = [o for o in Order.objects.filter(services.RENEWED, certificate__isnull=False)
               .select_related("certificate") if _ari_due(o, now)]
     if not orders:
         return 0

@@ -10,6 +10,7 @@ import time
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.alerts import hooks
@@ -36,17 +37,34 @@ def enabled() -> bool:
 
 def challenges_section() -> dict | None:
     """The snapshot's ``acme_challenges``: every pending HTTP-01 and TLS-ALPN-01 challenge,
-    or None. A TLS-ALPN-01 entry carries its throwaway validation certificate and key."""
+    or None. A TLS-ALPN-01 entry carries its throwaway validation certificate; its key is
+    added just before a push (``fill_challenge_keys``), as certificates' keys are."""
     rows = list(Challenge.objects.order_by("id"))
     if not rows:
         return None
     section = {"http01": [{"token": c.token, "key_authorization": c.key_authorization}
                           for c in rows if c.method == acme_choice.HTTP_01]}
-    alpn = [{"host": c.host, "certificate_pem": c.certificate_pem, "private_key_pem": c.private_key_pem}
+    alpn = [{"host": c.host, "certificate_pem": c.certificate_pem}
             for c in rows if c.method == acme_choice.TLS_ALPN_01]
     if alpn:
         section["tls_alpn01"] = alpn
     return section
+
+
+def fill_challenge_keys(snapshot: dict) -> None:
+    """``compiler.materialize``: each TLS-ALPN-01 entry of ``snapshot`` (a copy about to be
+    pushed) gets its validation key, decrypted; "" for a challenge withdrawn since (the
+    node then does not answer it)."""
+    entries = (snapshot.get("acme_challenges") or {}).get("tls_alpn01") if isinstance(
+        snapshot.get("acme_challenges"), dict) else None
+    if not entries:
+        return
+    keys = dict(Challenge.objects.filter(method=acme_choice.TLS_ALPN_01).values_list(
+        "certificate_pem", "private_key_encrypted"))
+    for entry in entries:
+        if isinstance(entry, dict):
+            encrypted = keys.get(entry.get("certificate_pem"))
+            entry["private_key_pem"] = crypto.decrypt(encrypted) if encrypted else ""
 
 
 def method_for(route: Route) -> str:
@@ -56,6 +74,17 @@ def method_for(route: Route) -> str:
 
 def profile_for(route: Route) -> str:
     return acme_choice.profile(route.acme_profile)
+
+
+def order_method(order: Order) -> str:
+    """The challenge of an order: an on-demand order keeps what it was made with."""
+    if order.on_demand:
+        return order.challenge or acme_choice.default_method()
+    return method_for(order.route)
+
+
+def order_profile(order: Order) -> str:
+    return order.profile if order.on_demand else profile_for(order.route)
 
 
 # ------------------------------------------------------------------ orders follow routes
@@ -84,8 +113,13 @@ def sync_route(route: Route) -> Order | None:
     return order
 
 
+# The orders that are worked on and renewed: a route's that still asks, an on-demand one
+# while its delegation keeps on-demand issuance on.
+RENEWED = Q(route__acme=True) | Q(on_demand=True, delegation__on_demand_tls=True)
+
+
 def due_orders(now: dt.datetime) -> list[int]:
-    orders = Order.objects.filter(route__acme=True).only("id", "state", "started", "next_retry", "renew_at")
+    orders = Order.objects.filter(RENEWED).only("id", "state", "started", "next_retry", "renew_at")
     return [o.pk for o in orders if state.is_due(o.state, now=now, started=o.started,
                                                  next_retry=o.next_retry, renew_at=o.renew_at)]
 
@@ -94,8 +128,8 @@ def claim(order_id: int, now: dt.datetime) -> Order | None:
     """Take the order for this worker when it is due and no other order holds one of its
     names; None otherwise. The claim rows (unique per name) are committed at once."""
     with transaction.atomic():
-        order = Order.objects.select_for_update(of=("self",)).select_related("route", "route__tenant").filter(
-            pk=order_id).first()
+        order = Order.objects.select_for_update(of=("self",)).select_related(
+            "route", "route__tenant", "delegation", "delegation__tenant").filter(pk=order_id).first()
         if order is None or not state.is_due(order.state, now=now, started=order.started,
                                              next_retry=order.next_retry, renew_at=order.renew_at):
             return None
@@ -144,7 +178,8 @@ def publish_challenges(order: Order, pending: list[Http01]) -> int:
         Challenge.objects.bulk_create([Challenge(order=order, host=c.host, token=c.token, method=c.method,
                                                  key_authorization=c.key_authorization,
                                                  certificate_pem=c.certificate_pem,
-                                                 private_key_pem=c.private_key_pem) for c in pending])
+                                                 private_key_encrypted=crypto.encrypt(c.private_key_pem)
+                                                 if c.private_key_pem else "") for c in pending])
         publisher.publish(Actor.system(), f"ACME challenges for {', '.join(order.names)}")
         return publisher.current_version().number
 
@@ -174,16 +209,20 @@ def store_certificate(order: Order, chain_pem: str, key_pem: str) -> Certificate
     with transaction.atomic():
         publisher.lock()
         Challenge.objects.filter(order=order).delete()
-        route = Route.objects.select_related("tenant").get(pk=order.route_id)
+        # An on-demand certificate is the delegation's tenant's, attached to no route: the
+        # node's SNI table picks it by its exact host.
+        route = None if order.on_demand else Route.objects.select_related("tenant").get(pk=order.route_id)
+        tenant = order.delegation.tenant if order.on_demand else route.tenant
+        name = f"acme-{order.host}" if order.on_demand else f"acme-{route.name}"
         cert = Certificate.objects.filter(pk=order.certificate_id, source=Certificate.ACME).first()
         fields = {"certificate_pem": chain_pem, "private_key_pem": key_pem, "ca_bundle_pem": trusted_bundle(),
                   "note": note}
         if cert is None:
-            cert = proxy_services.create_certificate(actor, tenant=route.tenant, name=f"acme-{route.name}"[:200],
+            cert = proxy_services.create_certificate(actor, tenant=tenant, name=name[:200],
                                                      source=Certificate.ACME, **fields)
         else:
             cert = proxy_services.update_certificate(actor, cert, **fields)
-        if route.certificate_id != cert.pk:
+        if route is not None and route.certificate_id != cert.pk:
             proxy_services.update_route(actor, route, certificate=cert.pk, note=note)
         order.state, order.error, order.failures, order.next_retry = Order.VALID, "", 0, None
         order.started, order.certificate = None, cert
@@ -205,11 +244,16 @@ def record_failure(order: Order, error: str, now: dt.datetime) -> None:
         order.save()
         if had_challenges:
             publisher.publish(Actor.system(), f"ACME challenges for {', '.join(order.names)} withdrawn")
-        route = order.route
-        hooks.acme_failed(tenant=route.tenant if route.tenant_id else None,
-                          name=f"{', '.join(order.names)} (route {route.name})",
+        if order.on_demand:
+            tenant, what = order.delegation.tenant, f"{order.host} (on demand, below {order.delegation.suffix})"
+            dedup_key = f"acme:on-demand:{order.pk}"
+        else:
+            route = order.route
+            tenant, what = route.tenant if route.tenant_id else None, f"{', '.join(order.names)} (route {route.name})"
+            dedup_key = f"acme:route:{route.pk}"
+        hooks.acme_failed(tenant=tenant, name=what,
                           error=f"{error} Next attempt: {order.next_retry:%Y-%m-%d %H:%M:%S} UTC.",
-                          dedup_key=f"acme:route:{route.pk}")
+                          dedup_key=dedup_key)
 
 
 OFF = "off"

@@ -13,3 +13,11 @@ def route_saved(sender, instance, raw=False, **kwargs) -> None:
     if order is not None:
         order_id = order.pk
         transaction.on_commit(lambda: tasks.queue(order_id))
+
+
+def certificate_deleted(sender, instance, **kwargs) -> None:
+    """Deleting an on-demand certificate drops its order (and frees its place in the
+    delegation's quota); a later handshake for the name may order it again."""
+    from .models import Order
+
+    Order.objects.filter(on_demand=True, certificate_id=instance.pk).delete()

@@ -12,7 +12,8 @@ from controlplane.proxy import services
 from controlplane.proxy.models import AccessList
 from dataplane import schema
 
-from .serializers import QuarantineField, ServiceModelSerializer, StrictCharField, tenant_field
+from .serializers import (BasicAuthUserSerializer, QuarantineField, ServiceModelSerializer, StrictCharField,
+                          tenant_field)
 from .views import Create, Destroy, ServiceViewSet, Update, plain, tenant_param
 
 
@@ -30,12 +31,20 @@ class AccessListSerializer(ServiceModelSerializer):
         "matches decides; an address no rule matches gets `default`."))
     default = serializers.ChoiceField(choices=list(schema.ACCESS_ACTIONS), required=False,
                                       help_text="allow or deny what no rule matches (default allow).")
+    users = BasicAuthUserSerializer(many=True, required=False, help_text=(
+        "Basic-auth users: a route using this list asks for a valid username and password (401 with "
+        "WWW-Authenticate until given). The list given replaces the stored one: a user left out is removed. "
+        "At most 100 users, 20 new passwords per write."))
+    satisfy = serializers.ChoiceField(choices=list(schema.SATISFY), required=False, help_text=(
+        "With users: all (default) = the client must pass the rules and give a valid password; any = "
+        "either is enough (addresses the rules allow get in without a password)."))
     routes = serializers.SerializerMethodField(help_text="Ids of the routes that use this access list.")
     quarantine = QuarantineField()
 
     class Meta:
         model = AccessList
-        fields = ["id", "tenant", "name", "rules", "default", "routes", "quarantine", "created", "updated"]
+        fields = ["id", "tenant", "name", "rules", "default", "users", "satisfy", "routes", "quarantine",
+                  "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
 
     def get_routes(self, obj) -> list[int]:
@@ -50,7 +59,10 @@ class AccessListSerializer(ServiceModelSerializer):
 class AccessListViewSet(Create, Update, Destroy, ServiceViewSet):
     """Access lists: owned by the platform or a tenant and usable by that owner's routes
     (route field `access_list`). A refused request gets 403 with
-    `Proxy-Status: switchyard; error=http_request_denied; details="access list <name>"`."""
+    `Proxy-Status: switchyard; error=http_request_denied; details="access list <name>"`.
+    With `users`, a client must also give a valid password (basic auth; `satisfy` any: either is
+    enough): 401 with `WWW-Authenticate: Basic realm="<name>", charset="UTF-8"` and
+    `details="basic auth <name>"`; repeated failures from one address get 429 with Retry-After."""
     queryset = AccessList.objects.select_related("tenant")
     serializer_class = AccessListSerializer
     filters = {"tenant": "tenant__slug"}

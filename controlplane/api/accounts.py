@@ -7,7 +7,8 @@ import hashlib
 import json
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 
 from controlplane.accounts import services as accounts
 from controlplane.accounts.models import Invitation
+from controlplane.accounts import twofactor
 from controlplane.tenancy.models import Membership
 
 from .permissions import MANAGE, STAFF, require
@@ -41,12 +43,18 @@ class UserSerializer(serializers.ModelSerializer):
                                          help_text="false: the user cannot sign in and their API tokens are refused.")
     is_staff = serializers.BooleanField(required=False, help_text="Platform staff: sees and manages everything.")
     memberships = UserMembershipSerializer(many=True, read_only=True)
+    sso_linked = serializers.SerializerMethodField(
+        help_text="Whether an identity of the single sign-on provider signs in as this user.")
 
     class Meta:
         model = User
         fields = ["id", "username", "email", "password", "is_active", "is_staff", "date_joined", "last_login",
-                  "memberships"]
-        read_only_fields = ["id", "date_joined", "last_login", "memberships"]
+                  "memberships", "sso_linked"]
+        read_only_fields = ["id", "date_joined", "last_login", "memberships", "sso_linked"]
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_sso_linked(self, obj) -> bool:
+        return any(True for _ in obj.socialaccount_set.all())  # prefetched by accounts.users()
 
 
 class InvitationSerializer(serializers.ModelSerializer):
@@ -150,6 +158,18 @@ class UserViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.Destr
         require(request, None, STAFF)
         error = accounts.send_password_reset(self.actor, user, request.build_absolute_uri("/"), note=self.note)
         return Response({"email": user.email, "sent": not error, "error": error})
+
+    @extend_schema(request=None, summary="Take every two-factor app, security key and recovery code off the user",
+                   description="For a user who lost them all: they sign in with the password and enrol again. "
+                               "Not on yourself (400), nor on a user without two-factor (400).",
+                   responses={200: inline_serializer("TwoFactorReset", {
+                       "two_factor": serializers.CharField(help_text="What the user has now: off.")})})
+    @action(detail=True, methods=["post"], url_path="reset-two-factor")
+    def reset_two_factor(self, request, pk=None):
+        user = self.get_object()
+        require(request, None, STAFF)
+        twofactor.reset(self.actor, user)
+        return Response({"two_factor": twofactor.summary(user)})
 
 
 @extend_schema_view(

@@ -23,6 +23,7 @@ from controlplane.publishing import quarantined
 from controlplane.publishing.models import ConfigVersion, Node
 from controlplane.telemetry import queries
 from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
+from dataplane import schema as dataplane_schema
 
 from .permissions import principal_for
 
@@ -136,6 +137,22 @@ class QuotasSerializer(serializers.Serializer):
                                             required=False)
 
 
+class RateLimitSerializer(serializers.Serializer):
+    """A route's or a tenant's rate limit (dataplane.schema.RateLimit)."""
+    rate = StrictFloatField(min_value=dataplane_schema.MIN_RATE, max_value=dataplane_schema.MAX_RATE, help_text=(
+        "Requests per second admitted, held across all nodes together (each node admits its share; "
+        "shares follow where the traffic arrives, rebalanced every 0.2 s)."))
+    burst = StrictIntegerField(min_value=1, max_value=dataplane_schema.MAX_BURST, required=False, help_text=(
+        "Requests admitted at once above the rate (the bucket size); default: one second of the rate."))
+    key = serializers.ChoiceField(choices=list(dataplane_schema.RATE_LIMIT_KEYS), required=False, help_text=(
+        "What is counted separately: none (all requests together), client_ip (the client address as "
+        "trusted_proxies determine it), header (each value of the header named in header). Default: none, "
+        "or header when a header is given."))
+    header = StrictCharField(max_length=100, required=False, allow_blank=True, help_text=(
+        "The request header whose value keys the limit (key header), e.g. X-Api-Key; requests without "
+        "it share one bucket."))
+
+
 class TenantSerializer(ServiceModelSerializer):
     slug = StrictSlugField(max_length=63, help_text="Set on creation; the tenant's address in the API.")
     quotas = QuotasSerializer(source="*", required=False, help_text="Maximum routes, pools, targets, certificates.")
@@ -143,20 +160,60 @@ class TenantSerializer(ServiceModelSerializer):
         child=StrictCharField(max_length=64), required=False,
         help_text="Networks (CIDR) this tenant's targets may use although the upstream policy forbids them.")
     delegations = serializers.SlugRelatedField(many=True, read_only=True, slug_field="suffix")
+    rate_limit = RateLimitSerializer(required=False, allow_null=True, help_text=(
+        "One rate limit over all the tenant's routes together, held across nodes (null: none); each "
+        "route's own limit applies as well. Set by platform staff."))
 
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "quotas", "allowed_networks", "delegations", "created"]
+        fields = ["slug", "name", "quotas", "allowed_networks", "delegations", "rate_limit", "created"]
         read_only_fields = ["created"]
+
+
+class OnDemandRefusalSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The name a node saw a TLS handshake for.")
+    reason = serializers.CharField(help_text="Why no certificate was ordered (quota, rate limit, ask endpoint, ...).")
+    count = serializers.IntegerField(help_text="How often it was refused.")
+    last = serializers.DateTimeField(help_text="The last refusal.")
+
+
+class OnDemandStateSerializer(serializers.Serializer):
+    used = serializers.IntegerField(help_text="On-demand orders below this suffix (counted against the quota).")
+    last_hour = serializers.IntegerField(help_text="On-demand orders made in the last hour.")
+    issued = serializers.IntegerField(help_text="On-demand orders with an issued certificate.")
+    failed = serializers.IntegerField(help_text="On-demand orders whose last attempt failed.")
+    refusals = OnDemandRefusalSerializer(many=True, help_text="The last names not ordered, newest first.")
+
+
+@extend_schema_field(OnDemandStateSerializer())
+class OnDemandStateField(serializers.Field):
+    """Read-only: how on-demand TLS below the suffix stands."""
+
+    def __init__(self):
+        super().__init__(source="*", read_only=True, help_text=(
+            "On-demand TLS below this suffix: orders used, in the last hour, issued, failed; the last refusals."))
+
+    def to_representation(self, obj):
+        from controlplane.acme import ondemand
+        return OnDemandStateSerializer(ondemand.state_of(obj)).data
 
 
 class DelegationSerializer(ServiceModelSerializer):
     tenant = TenantField(queryset=Tenant.objects.all())
     suffix = StrictCharField(max_length=253, help_text="Covers itself and every name below it.")
+    on_demand_tls = StrictBooleanField(required=False, help_text=(
+        "On-demand TLS: the first TLS handshake for a new name below the suffix that a route of the tenant "
+        "serves orders a certificate for it (the handshake itself does not wait). Platform staff only."))
+    on_demand_max_certificates = StrictIntegerField(min_value=0, max_value=100000, required=False, help_text=(
+        "At most this many on-demand certificates (orders) below the suffix."))
+    on_demand_max_per_hour = StrictIntegerField(min_value=0, max_value=100000, required=False, help_text=(
+        "At most this many new on-demand orders below the suffix per hour."))
+    on_demand = OnDemandStateField()
 
     class Meta:
         model = Delegation
-        fields = ["id", "tenant", "suffix", "created"]
+        fields = ["id", "tenant", "suffix", "on_demand_tls", "on_demand_max_certificates", "on_demand_max_per_hour",
+                  "on_demand", "created"]
         read_only_fields = ["id", "created"]
 
 
@@ -364,8 +421,44 @@ class AcmeStatusField(serializers.Field):
         return AcmeStatusSerializer(order).data if order is not None else None
 
 
+class ForwardAuthSerializer(serializers.Serializer):
+    url = StrictCharField(max_length=2048, help_text=(
+        "http or https URL of the auth service, e.g. Authelia https://auth.example.com/api/authz/forward-auth, "
+        "Authentik https://authentik.example.com/outpost.goauthentik.io/auth/traefik, oauth2-proxy "
+        "https://oauth2.example.com/oauth2/auth. A tenant's URL obeys its upstream policy."))
+    response_headers = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=32, help_text=(
+            "Header names copied from a 2xx answer into the upstream request (e.g. Remote-User, "
+            "Remote-Groups, Remote-Email, Remote-Name); client-sent headers of these names are always removed."))
+    timeout = StrictFloatField(required=False, min_value=0.1, max_value=30.0, help_text=(
+        "Seconds the auth service has to answer (default 5); then 503."))
+
+
+class BasicAuthUserSerializer(serializers.Serializer):
+    """A basic-auth user of an access list or a route (controlplane.proxy.basic_auth)."""
+    username = StrictCharField(max_length=64, help_text=(
+        "1 to 64 characters without spaces, colons or control characters; unique in the list."))
+    password = StrictCharField(write_only=True, required=False, allow_blank=True, max_length=1024,
+                               style={"input_type": "password"}, trim_whitespace=False, help_text=(
+                                   "Write-only: hashed (PBKDF2-HMAC-SHA256, random salt) and never returned. "
+                                   "Required for a new user; omit it to keep an existing user's password."))
+
+
+class RouteBasicAuthSerializer(serializers.Serializer):
+    realm = StrictCharField(max_length=200, required=False, allow_blank=True, help_text=(
+        "Printable ASCII shown by browsers (WWW-Authenticate realm) and in Proxy-Status details "
+        "\"basic auth <realm>\"; empty or left out: the route's name."))
+    users = BasicAuthUserSerializer(many=True, help_text=(
+        "At least one user. The list given replaces the stored one: a user left out is removed, a user "
+        "given without a password keeps it. At most 100 users, 20 new passwords per write."))
+
+
 class RouteSerializer(ServiceModelSerializer):
     tenant = tenant_field()
+    rate_limit = RateLimitSerializer(required=False, allow_null=True, help_text=(
+        "Rate limit of this route (null: none). Over it the nodes answer 429 with Retry-After and "
+        "Proxy-Status: switchyard; error=http_request_denied; details=\"rate limit\". The tenant's own "
+        "limit (tenants/) applies as well."))
     hosts = serializers.ListField(child=StrictCharField(max_length=253), min_length=1,
                                   help_text='Exact names and "*." wildcards.')
     methods = serializers.ListField(child=StrictCharField(max_length=20), required=False,
@@ -407,6 +500,28 @@ class RouteSerializer(ServiceModelSerializer):
         "and Retry-After, without touching the pool."))
     retry_after = StrictIntegerField(min_value=0, max_value=7 * 86400, required=False, help_text=(
         "Seconds in the maintenance answer's Retry-After header (default 300; 0 sends none)."))
+    forward_authorization = serializers.BooleanField(required=False, help_text=(
+        "When the route's access list has basic-auth users, or the route has basic_auth: pass the client's "
+        "Authorization header to the "
+        "upstream (default false: the node removes it once the password is checked)."))
+    error_pages = serializers.DictField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False, help_text=(
+            'This route\'s own error pages, {"<status>": "<html>"} for 403, 429, 502, 503, 504 (over the '
+            "platform defaults of error-pages/; 404 is the platform's alone). Placeholders {{request_id}}, "
+            "{{status}}, {{reason}}, {{error}}, {{details}} (filled in HTML-escaped); any other is refused; "
+            "at most 64 KiB of UTF-8 each. The 503 page also answers the maintenance switch. Clients whose "
+            "Accept asks for JSON get {status, error, details, request_id} instead."))
+    forward_auth = ForwardAuthSerializer(required=False, allow_null=True, help_text=(
+        "Forward auth: before forwarding, the nodes GET this auth service (X-Forwarded-Method, -Proto, -Host, "
+        "-Uri, -For and the client's Cookie and Authorization). 2xx forwards the request with response_headers "
+        "copied from the answer; any other status is returned to the client as is (e.g. a 302 to the login "
+        "page); timeout or failure gives 503 (Proxy-Status ...; details=\"forward auth\"). null: off."))
+    basic_auth = RouteBasicAuthSerializer(required=False, allow_null=True, help_text=(
+        "Basic auth on this route (null: off): clients must give a username and password of `users` "
+        "(401 with WWW-Authenticate: Basic realm=\"<realm>\" until they do; repeated failures from one "
+        "address get 429). Passwords are write-only (stored as PBKDF2 hashes); reads show the realm and "
+        "usernames. With an access list that has users too, the one Authorization must pass both. The "
+        "Authorization header is removed before forwarding unless forward_authorization is true."))
     quarantine = QuarantineField()
 
     class Meta:
@@ -415,9 +530,18 @@ class RouteSerializer(ServiceModelSerializer):
                   "strip_prefix", "preserve_host", "request_headers", "response_headers", "websocket",
                   "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "certificate", "acme",
                   "acme_challenge", "acme_profile", "acme_status",
-                  "access_list", "maintenance", "retry_after",
+                  "access_list", "maintenance", "retry_after", "error_pages", "forward_auth",
+                  "forward_authorization", "basic_auth",
+                  "rate_limit",
                   "enabled", "quarantine", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
+
+    def to_representation(self, obj):
+        data = super().to_representation(obj)
+        auth = data.get("basic_auth")
+        if auth is not None and not auth.get("realm"):
+            auth["realm"] = obj.name  # the realm the nodes use
+        return data
 
 
 # ------------------------------------------------------------------ certificates
@@ -448,13 +572,22 @@ class CertificateSerializer(ServiceModelSerializer):
 
 class NodeSerializer(ServiceModelSerializer):
     last_error = serializers.JSONField(read_only=True, help_text="The errors of the last NACK.")
+    rate_limit_fallback_since = serializers.SerializerMethodField(help_text=(
+        "Set while the node runs its rate limits on fallback shares (1 / nodes of each limit) because the "
+        "shared store (Redis) is unreachable: since when. Null: shares are exchanged normally."))
 
     class Meta:
         model = Node
         fields = ["id", "name", "revoked", "connected", "applied_version", "applied_hash", "last_ack",
                   "last_apply_ms", "rejected_version", "rejected_hash", "last_error", "last_error_at", "last_seen",
-                  "connected_since", "software_version", "workers", "created"]
+                  "connected_since", "software_version", "workers", "rate_limit_fallback_since", "created"]
         read_only_fields = [f for f in fields if f != "name"]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_rate_limit_fallback_since(self, node):
+        from controlplane.publishing.ratelimits import fallback_since
+        since = fallback_since([node.pk]).get(node.pk)
+        return serializers.DateTimeField().to_representation(since) if since is not None else None
 
 
 class NodeCreatedSerializer(NodeSerializer):

@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import access_lists, accounts, config, views
+from . import access_lists, accounts, config, error_pages, views
 
 router = DefaultRouter()
 router.register("tenants", views.TenantViewSet, basename="tenant")
@@ -15,6 +15,7 @@ router.register("pools", views.PoolViewSet, basename="pool")
 router.register("routes", views.RouteViewSet, basename="route")
 router.register("certificates", views.CertificateViewSet, basename="certificate")
 router.register("access-lists", access_lists.AccessListViewSet, basename="accesslist")
+router.register("error-pages", error_pages.ErrorPageViewSet, basename="errorpage")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("versions", views.VersionViewSet, basename="version")
 router.register("audit", views.AuditViewSet, basename="audit")

@@ -228,7 +228,8 @@ class TenantViewSet(Create, Update, Destroy, ServiceViewSet):
     write_level = MANAGE
     filters = {"tenant": "slug"}
     create_level = STAFF
-    PLATFORM_FIELDS = ("max_routes", "max_pools", "max_targets", "max_certificates", "allowed_networks")
+    PLATFORM_FIELDS = ("max_routes", "max_pools", "max_targets", "max_certificates", "allowed_networks",
+                       "rate_limit")
 
     def check_write(self, obj, level=None):
         require(self.request, obj, level or self.write_level)
@@ -244,7 +245,7 @@ class TenantViewSet(Create, Update, Destroy, ServiceViewSet):
         if not self.principal.staff:
             changed = [name for name in self.PLATFORM_FIELDS if name in data and data[name] != getattr(tenant, name)]
             if changed:
-                raise PermissionDenied("only platform staff may change quotas and allowed_networks")
+                raise PermissionDenied("only platform staff may change quotas, allowed_networks and rate_limit")
         return services.update_tenant(self.actor, tenant, note=self.note, **data)
 
     def destroy(self, request, *args, **kwargs):
@@ -264,11 +265,19 @@ class DelegationViewSet(Create, Update, Destroy, ServiceViewSet):
 
     def create_object(self, data):
         require(self.request, None, STAFF)
-        return services.create_delegation(self.actor, data["tenant"], data["suffix"], note=self.note)
+        delegation = services.create_delegation(self.actor, data["tenant"], data["suffix"], note=self.note)
+        return self._on_demand(delegation, data)
 
     def update_object(self, delegation, data):
-        return services.update_delegation(self.actor, delegation, data.get("suffix", delegation.suffix),
-                                          note=self.note)
+        if "suffix" in data:
+            delegation = services.update_delegation(self.actor, delegation, data["suffix"], note=self.note)
+        return self._on_demand(delegation, data)
+
+    def _on_demand(self, delegation, data):
+        fields = {k: data[k] for k in services.ON_DEMAND_FIELDS if k in data}
+        if not fields:
+            return delegation
+        return services.update_delegation_on_demand(self.actor, delegation, note=self.note, **fields)
 
     def delete_object(self, delegation):
         services.delete_delegation(self.actor, delegation, note=self.note)

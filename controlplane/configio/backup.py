@@ -4,10 +4,11 @@ A backup keeps the configuration rows as stored, ids included: the snapshots the
 nodes run name objects by id, so the restored installation compiles to the same
 sha256 and a node that reconnects with its token gets the very configuration it had.
 It holds tenants, delegations, certificates with their private keys encrypted as
-stored, pools, targets, routes, alert channels (secrets encrypted as stored), the
+stored, pools, targets, routes, the platform error pages, alert channels (secrets encrypted as stored), the
 ACME accounts (keys encrypted as stored) and each route's order state, config
 versions, quarantines, and node registrations with their token hashes; users and
-memberships by username, with password hashes and API token hashes only when asked.
+memberships by username (and single sign-on links), with password hashes and API token hashes only when asked
+(and then two-factor too: app secrets and recovery-code seeds encrypted as stored, security keys).
 
 Encrypted values stay encrypted with the installation's ``SWITCHYARD_ENCRYPTION_KEY``
 (or its ``var/encryption_key`` file): restore needs the same key, and refuses (changing
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import get_user_model
 from django.core import serializers
 from django.core.management.color import no_style
@@ -30,7 +33,7 @@ from controlplane.acme.models import Order as AcmeOrder
 from controlplane.alerts.models import AlertChannel
 from controlplane import crypto
 from controlplane.health.schedules import sync_schedules
-from controlplane.proxy.models import AccessList, Certificate, Pool, Route, Target
+from controlplane.proxy.models import AccessList, Certificate, ErrorPage, Pool, Route, Target
 from controlplane.publishing import compiler, publisher
 from controlplane.publishing.models import ConfigVersion, Node, Quarantine
 from controlplane.tenancy.models import ApiToken, Delegation, Membership, Tenant
@@ -38,8 +41,8 @@ from dataplane import schema
 
 FORMAT = 1
 # In dependency order: a row only refers to rows before it.
-ROW_MODELS = (Tenant, Delegation, Certificate, AccessList, Pool, Target, Route, AlertChannel, AcmeAccount, AcmeOrder,
-              Node, ConfigVersion, Quarantine)
+ROW_MODELS = (Tenant, Delegation, Certificate, AccessList, ErrorPage, Pool, Target, Route, AlertChannel, AcmeAccount,
+              AcmeOrder, Node, ConfigVersion, Quarantine)
 USER_FIELDS = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "is_superuser")
 TOKEN_FIELDS = ("name", "role", "token_hash", "prefix")
 
@@ -77,9 +80,13 @@ def backup(*, with_passwords: bool = False) -> dict:
         "users": [_user(u, with_passwords) for u in users],
         "memberships": [{"user": m.user.get_username(), "tenant": m.tenant.slug, "role": m.role}
                         for m in Membership.objects.select_related("user", "tenant").order_by("pk")],
+        # single sign-on: which provider identity (its sub) signs in as which user
+        "sso_links": [{"user": a.user.get_username(), "provider": a.provider, "uid": a.uid}
+                      for a in SocialAccount.objects.select_related("user").order_by("pk")],
     }
     if with_passwords:
         data["api_tokens"] = [_token(t) for t in ApiToken.objects.select_related("user", "tenant").order_by("pk")]
+        data["two_factor"] = [_authenticator(a) for a in Authenticator.objects.select_related("user").order_by("pk")]
     return data
 
 
@@ -112,7 +119,9 @@ def restore(data: dict) -> Restored:
         Node.objects.update(connected=False, connected_since=None)
         counts["users"] = _users(data.get("users") or [])
         counts["memberships"] = _memberships(data.get("memberships") or [])
+        counts["single sign-on links"] = _sso_links(data.get("sso_links") or [])
         counts["api tokens"] = _tokens(data.get("api_tokens") or [])
+        counts["two-factor authenticators"] = _authenticators(data.get("two_factor") or [])
         _reset_sequences()
         _check_encrypted()
         sync_schedules()
@@ -161,6 +170,13 @@ def _memberships(memberships: list[dict]) -> int:
     return len(memberships)
 
 
+def _sso_links(links: list[dict]) -> int:
+    for data in links:
+        SocialAccount.objects.get_or_create(provider=data["provider"], uid=data["uid"],
+                                            defaults={"user": _user_named(data["user"])})
+    return len(links)
+
+
 def _tokens(tokens: list[dict]) -> int:
     for data in tokens:
         tenant = Tenant.objects.get(slug=data["tenant"]) if data["tenant"] else None
@@ -168,6 +184,34 @@ def _tokens(tokens: list[dict]) -> int:
         ApiToken.objects.create(user=_user_named(data["user"]), tenant=tenant, revoked=revoked,
                                 **{name: data[name] for name in TOKEN_FIELDS})
     return len(tokens)
+
+
+def _authenticator(row: Authenticator) -> dict:
+    return {"user": row.user.get_username(), "type": row.type, "data": row.data,
+            "created_at": row.created_at.isoformat(),
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None}
+
+
+def _authenticators(rows: list[dict]) -> int:
+    """Two-factor rows of users who have none yet (a user already enrolled keeps theirs);
+    the app secrets and recovery seeds must decrypt with this installation's key."""
+    created, enrolled = 0, set(Authenticator.objects.values_list("user_id", flat=True))
+    for data in rows:
+        user = _user_named(data["user"])
+        if user.pk in enrolled or data["type"] not in Authenticator.Type.values or not isinstance(data["data"], dict):
+            continue
+        secret = data["data"].get("secret") or data["data"].get("seed")
+        if data["type"] != Authenticator.Type.WEBAUTHN:
+            try:
+                crypto.decrypt(secret or "")
+            except crypto.DecryptionError:
+                raise RestoreError(f"the two-factor secret of user {data['user']} cannot be decrypted: restore with "
+                                   "the SWITCHYARD_ENCRYPTION_KEY of the backed-up installation") from None
+        last_used = parse_datetime(data["last_used_at"]) if data["last_used_at"] else None
+        Authenticator.objects.create(user=user, type=data["type"], data=data["data"], last_used_at=last_used,
+                                     created_at=parse_datetime(data["created_at"]) or timezone.now())
+        created += 1
+    return created
 
 
 def _reset_sequences() -> None:

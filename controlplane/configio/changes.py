@@ -17,7 +17,7 @@ from django.db import transaction
 from controlplane.alerts import services as alert_services
 from controlplane.alerts.models import AlertChannel
 from controlplane.certs import services as cert_services
-from controlplane.proxy import services
+from controlplane.proxy import services, validation
 from controlplane.proxy.models import AccessList, Certificate, Pool, Route
 from controlplane.tenancy.models import Delegation, Tenant
 
@@ -44,15 +44,16 @@ class SectionRunner:
         """Problems of the services; ``refused``: (section, key) of objects already
         refused, whose dependents are not tried."""
         problems, failed = [], set(refused)
-        for step, change in self.steps(changes):
-            if _blocked(change, failed):
-                continue
-            try:
-                with transaction.atomic():
-                    step(change)
-            except ValidationError as exc:
-                failed.add((change.section, change.key))
-                problems += problems_of(change, exc)
+        with validation.overlap_index():  # N routes: one index, not N scans of every route
+            for step, change in self.steps(changes):
+                if _blocked(change, failed):
+                    continue
+                try:
+                    with transaction.atomic():
+                        step(change)
+                except ValidationError as exc:
+                    failed.add((change.section, change.key))
+                    problems += problems_of(change, exc)
         return problems
 
     def steps(self, changes: list[Change]) -> list:
@@ -71,6 +72,7 @@ class SectionRunner:
 
     def write_tenants(self, change: Change, item: dict) -> None:
         fields = {"name": item["name"], "allowed_networks": item["allowed_networks"],
+                  "rate_limit": item["rate_limit"],
                   **{f"max_{q}": item["quotas"][q] for q in QUOTAS}}
         if change.action == CREATE:
             tenant = services.create_tenant(self.actor, note=self.note, slug=item["slug"], **fields)
@@ -119,7 +121,8 @@ class SectionRunner:
             services.update_route(self.actor, row(change), note=self.note, **fields)
 
     def write_access_lists(self, change: Change, item: dict) -> None:
-        fields = {"rules": item["rules"], "default": item["default"]}
+        fields = {"rules": item["rules"], "default": item["default"], "satisfy": item["satisfy"],
+                  "users": item["users"]}  # [{username, password_hash}]: hashes stored as they are
         if change.action == CREATE:
             services.create_access_list(self.actor, tenant=owner(item), name=item["name"], note=self.note, **fields)
         else:

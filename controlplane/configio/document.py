@@ -88,6 +88,13 @@ class ListOf:
     spec: dict
 
 
+@dataclass(frozen=True)
+class NullOr:
+    """null (the default when left out) or a value of ``type``, e.g. a route's
+    ``forward_auth`` object; its content is checked by the services."""
+    type: type
+
+
 DETAIL = Optional()
 
 
@@ -101,6 +108,7 @@ SPECS: dict[str, dict] = {
         "slug": Required(str), "name": Required(str),
         "quotas": Nested(_defaults(Tenant, QUOTAS, {q: f"max_{q}" for q in QUOTAS})),
         "allowed_networks": [], "delegations": [],
+        "rate_limit": NullOr(dict),  # {rate, burst, key, header} over all the tenant's routes, or null
     },
     "certificates": {
         "tenant": None, "name": Required(str), "certificate_pem": Required(str), "private_key_pem": Optional(str),
@@ -115,9 +123,15 @@ SPECS: dict[str, dict] = {
     "routes": {
         "tenant": None, "name": Required(str), **_defaults(Route, ROUTE_FIELDS), "pool": Required(str),
         "certificate": None, "access_list": None,
+        "forward_auth": NullOr(dict),  # {url, response_headers, timeout} or null
+        "rate_limit": NullOr(dict),  # {rate, burst, key, header} or null
+        "basic_auth": NullOr(dict),  # {realm, users: [{username, password_hash}]} (hashes only) or null
     },
     "access_lists": {
         "tenant": None, "name": Required(str), "rules": [], "default": AccessList._meta.get_field("default").default,
+        # basic auth: password hashes only (a file never carries a password)
+        "users": ListOf({"username": Required(str), "password_hash": Required(str)}),
+        "satisfy": AccessList._meta.get_field("satisfy").default,
     },
     "alert_channels": {
         "tenant": None, "name": Required(str), "kind": Required(str), **_defaults(AlertChannel, CHANNEL_FIELDS),
@@ -264,6 +278,8 @@ def _mapping(spec: dict, value, path: str, problems: list[Problem]) -> dict | No
 
 
 def _default(rule):
+    if isinstance(rule, NullOr):
+        return None
     if isinstance(rule, Nested):
         return {name: _default(sub) for name, sub in rule.spec.items()}
     if isinstance(rule, ListOf):
@@ -276,6 +292,10 @@ TYPE_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or 
 
 
 def _value(rule, value, path: str, problems: list[Problem]):
+    if isinstance(rule, NullOr):
+        if value is not None and not isinstance(value, rule.type):
+            problems.append(Problem(path, "", f"must be null or {TYPE_NAMES.get(rule.type, rule.type.__name__)}"))
+        return value
     if isinstance(rule, Nested):
         return _mapping(rule.spec, value, path, problems)
     if isinstance(rule, ListOf):

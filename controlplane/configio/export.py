@@ -66,6 +66,7 @@ def tenant_item(tenant: Tenant) -> dict:
         "quotas": {q: getattr(tenant, f"max_{q}") for q in QUOTAS},
         "allowed_networks": list(tenant.allowed_networks or []),
         "delegations": sorted(d.suffix for d in tenant.delegations.all()),
+        "rate_limit": tenant.rate_limit,
     }
 
 
@@ -99,7 +100,11 @@ def route_item(route: Route) -> dict:
 
 def access_list_item(acl: AccessList) -> dict:
     return {"tenant": _slug(acl), "name": acl.name, "rules": [dict(r) for r in acl.rules or []],
-            "default": acl.default}
+            "default": acl.default,
+            # basic auth, only for a list with users (a file without them reads as before)
+            **({"users": [{"username": u.get("username"), "password_hash": u.get("password_hash")}
+                          for u in acl.users if isinstance(u, dict)],  # hashes only, never a password
+                "satisfy": acl.satisfy} if acl.users else {})}
 
 
 def channel_item(channel: AlertChannel, passphrase: bytes | None = None) -> dict:

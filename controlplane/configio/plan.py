@@ -80,20 +80,21 @@ def _compare(entry: Entry, before: dict | None, secret_of) -> list[Change]:
     return [Change(entry.section, UPDATE, entry.label, entry.path, fields, entry.item, before)]
 
 
+WHOLE_MAPPINGS = ("request_headers", "response_headers")  # compared whole
+
+
 def field_changes(before: dict, after: dict) -> list[dict]:
-    """Field-level differences; nested mappings (``quotas``, ``health_check``) by sub-field."""
-    a, b = _flat(before), _flat(after)
-    return [{"field": name, "before": a.get(name), "after": b.get(name)}
-            for name in b if name in a and a[name] != b[name]]
-
-
-def _flat(item: dict) -> dict:
-    flat = {}
-    for name, value in item.items():
-        if name in CERTIFICATE_DETAILS or name in SECRET_FIELDS:
+    """Field-level differences; a mapping on both sides (``quotas``, ``health_check``) by
+    sub-field, anything else (a policy that is null or an object, say) as one value."""
+    changes = []
+    for name, value in after.items():
+        if name not in before or name in CERTIFICATE_DETAILS or name in SECRET_FIELDS:
             continue
-        if isinstance(value, dict) and name not in ("request_headers", "response_headers"):
-            flat.update({f"{name}.{sub}": sub_value for sub, sub_value in value.items()})
-        else:
-            flat[name] = value
-    return flat
+        old = before[name]
+        if isinstance(old, dict) and isinstance(value, dict) and name not in WHOLE_MAPPINGS:
+            changes.extend({"field": f"{name}.{sub}", "before": old[sub], "after": sub_value}
+                           for sub, sub_value in value.items() if sub in old and old[sub] != sub_value)
+        elif old != value:
+            changes.append({"field": name, "before": old, "after": value})
+    return changes
+

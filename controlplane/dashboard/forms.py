@@ -21,6 +21,8 @@ from controlplane.proxy.services import etag_of
 from controlplane.tenancy.models import Membership, Tenant
 
 from . import throttle
+from .ratelimitforms import RateLimitFields, rate_limit_initial
+from .user_rows import UserRowsMixin
 
 NOTE_HELP = "Why this change? Stored with the version and in the audit log."
 
@@ -310,7 +312,7 @@ class TenantChoiceMixin:
 
 ROUTE_SCALARS = ("name", "path", "path_type", "priority", "strip_prefix", "preserve_host", "websocket",
                  "https_redirect", "hsts_max_age", "max_body_size", "forwarded", "acme", "enabled",
-                 "acme_challenge", "acme_profile", "maintenance", "retry_after")
+                 "acme_challenge", "acme_profile", "maintenance", "retry_after", "forward_authorization")
 
 
 ROUTE_LABELS = {
@@ -339,7 +341,7 @@ ROUTE_LABELS = {
 }
 
 
-class RouteForm(TenantChoiceMixin, ServiceForm):
+class RouteForm(UserRowsMixin, TenantChoiceMixin, ServiceForm, RateLimitFields):
     tenant = forms.ChoiceField(required=False, help_text="Owner of the route.")
     name = model_field(Route, "name")
     hosts = ListField(required=False, help_text='One host per line: exact names and "*." wildcards.')
@@ -368,13 +370,66 @@ class RouteForm(TenantChoiceMixin, ServiceForm):
     acme_profile = model_field(Route, "acme_profile")
     enabled = model_field(Route, "enabled")
     access_list = forms.ChoiceField(required=False)
+    forward_authorization = model_field(Route, "forward_authorization", label="Forward the Authorization header",
+                                        help_text="Only with basic-auth users (the route's own or its access "
+                                                  "list's): pass the client's credentials on to the upstream "
+                                                  "(off: removed).")
+    # basic auth on the route itself (Route.basic_auth): the realm here, the users in rows
+    # (dashboard/user_rows.py); off while there is no user
+    basic_auth_realm = forms.CharField(
+        required=False, max_length=200, label="Realm",
+        widget=forms.TextInput(attrs={"placeholder": "the route's name", "spellcheck": "false"}),
+        help_text="Printable ASCII; browsers show it in the password prompt. Empty: the route's name.")
     maintenance = model_field(Route, "maintenance")
     retry_after = seconds_field(Route, "retry_after")
+    # forward auth (Route.forward_auth, one object): off while the URL is empty
+    forward_auth_url = forms.CharField(
+        required=False, max_length=2048, label="Forward auth URL",
+        widget=forms.URLInput(attrs={"placeholder": "https://auth.example.com/api/authz/forward-auth",
+                                     "spellcheck": "false", "autocomplete": "off"}),
+        help_text="Before forwarding, the node asks this URL (Authelia, Authentik, oauth2-proxy); 2xx lets the "
+                  "request through, any other answer (e.g. a redirect to the login page) goes to the client. "
+                  "Empty: off.")
+    forward_auth_headers = ListField(
+        required=False, label="Headers copied from the auth answer",
+        widget=forms.TextInput(attrs={"placeholder": "Remote-User, Remote-Groups, Remote-Email, Remote-Name",
+                                      "spellcheck": "false"}),
+        help_text="Comma-separated; copied into the upstream request. Client-sent headers of these names are "
+                  "always removed.")
+    forward_auth_timeout = forms.FloatField(
+        required=False, min_value=0.1, max_value=30, initial=5, label="Forward auth timeout",
+        widget=UnitInput("seconds"), help_text="No answer in time: 503, nothing forwarded.")
+    field_aliases = {**ServiceForm.field_aliases, "forward_auth": "forward_auth_url",
+                     "rate_limit": "rate_limit_rate", "basic_auth": "basic_auth_realm"}
+
+    def basic_auth_value(self) -> dict | None:
+        """Route.basic_auth as the service takes it (controlplane.proxy.basic_auth); None
+        without users."""
+        users = self.users_value()
+        if not users:
+            return None
+        return {"realm": (self.cleaned_data.get("basic_auth_realm") or "").strip(), "users": users}
+
+    def clean(self):
+        cleaned = super().clean()
+        self.clean_user_rows()  # typed passwords hashed once; the page keeps only the hash
+        return cleaned
+
+    def forward_auth_value(self) -> dict | None:
+        data = self.cleaned_data
+        url = (data.get("forward_auth_url") or "").strip()
+        if not url:
+            return None
+        timeout = data.get("forward_auth_timeout")
+        return {"url": url, "response_headers": data.get("forward_auth_headers") or [],
+                "timeout": 5.0 if timeout is None else timeout}
 
     def __init__(self, *args, principal, instance: Route | None = None, **kwargs):
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = route_initial(instance)
         super().__init__(*args, **kwargs)
+        auth = instance.basic_auth if instance is not None and isinstance(instance.basic_auth, dict) else {}
+        self.setup_user_rows(instance, users=auth.get("users") or [])  # basic auth (dashboard/user_rows.py)
         self.instance = instance
         self.expect_version(instance)
         self.setup_tenant(principal, instance)
@@ -419,6 +474,9 @@ class RouteForm(TenantChoiceMixin, ServiceForm):
         fields["pool"] = int(data["pool"]) if data.get("pool") else None
         fields["certificate"] = int(data["certificate"]) if data.get("certificate") else None
         fields["access_list"] = int(data["access_list"]) if data.get("access_list") else None
+        fields["forward_auth"] = self.forward_auth_value()
+        fields["rate_limit"] = self.rate_limit_value()
+        fields["basic_auth"] = self.basic_auth_value()
         for name in ROUTE_SCALARS:
             if fields[name] is None:
                 fields[name] = Route._meta.get_field(name).get_default()
@@ -436,6 +494,12 @@ def route_initial(route: Route) -> dict:
                 pool=str(route.pool_id or ""), certificate=str(route.certificate_id or ""),
                 access_list=str(route.access_list_id or ""),
                 tenant=str(route.tenant_id or ""))
+    fa = route.forward_auth if isinstance(route.forward_auth, dict) else {}
+    data.update(forward_auth_url=fa.get("url", ""), forward_auth_headers=", ".join(fa.get("response_headers") or []),
+                forward_auth_timeout=fa.get("timeout", 5.0))
+    data.update(rate_limit_initial(route.rate_limit))
+    auth = route.basic_auth if isinstance(route.basic_auth, dict) else {}
+    data.update(basic_auth_realm=auth.get("realm", ""))
     return data
 
 
@@ -638,7 +702,7 @@ class CertificateEditForm(PemFilesMixin, ServiceForm):
 
 # ------------------------------------------------------------------ tenants
 
-class TenantForm(ServiceForm):
+class TenantForm(ServiceForm, RateLimitFields):
     slug = model_field(Tenant, "slug")
     name = model_field(Tenant, "name")
     max_routes = model_field(Tenant, "max_routes")
@@ -648,12 +712,17 @@ class TenantForm(ServiceForm):
     allowed_networks = JSONListField(required=False, help_text="Networks this tenant's targets may use although "
                                                                "the default policy forbids them, e.g. 10.20.0.0/16.")
     FIELDS = ("slug", "name", "max_routes", "max_pools", "max_targets", "max_certificates", "allowed_networks")
+    field_aliases = {**ServiceForm.field_aliases, "rate_limit": "rate_limit_rate"}
 
     def __init__(self, *args, instance: Tenant | None = None, **kwargs):
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {name: getattr(instance, name) for name in self.FIELDS}
+            kwargs["initial"].update(rate_limit_initial(instance.rate_limit))
         super().__init__(*args, **kwargs)
-        self.fields["note"] = self.fields.pop("note")
+        for name in (*RateLimitFields.base_fields, "note"):  # after the tenant's own fields
+            self.fields[name] = self.fields.pop(name)
+        self.fields["rate_limit_rate"].help_text = ("Requests per second over all this tenant's routes together "
+                                                    "(each route's own limit applies as well). Empty: no limit.")
         if instance is None:
             for name in self.FIELDS[2:6]:
                 self.fields[name].initial = Tenant._meta.get_field(name).get_default()
@@ -670,6 +739,7 @@ class TenantForm(ServiceForm):
             if fields.get(name) is None:
                 fields[name] = Tenant._meta.get_field(name).get_default()
         fields["allowed_networks"] = fields.get("allowed_networks") or []
+        fields["rate_limit"] = self.rate_limit_value()
         return fields
 
 
@@ -765,6 +835,11 @@ class ThrottledLoginMixin:
     def get_invalid_login_error(self):
         if throttle.was_throttled(self.request):
             return ValidationError(throttle.refusal_message(), code="throttled")
+        from controlplane.accounts import sso
+        if not sso.local_passwords():
+            # the same words for every username: they do not tell which one is the break-glass account
+            return ValidationError(f"Password sign-in is off: sign in with {sso.display_name()}. (A password "
+                                   "works only for the break-glass account.)", code="passwords_off")
         return super().get_invalid_login_error()
 
 
@@ -807,8 +882,12 @@ class AccessRulesField(forms.CharField):
         return rules
 
 
-class AccessListForm(TenantChoiceMixin, ServiceForm):
+class AccessListForm(UserRowsMixin, TenantChoiceMixin, ServiceForm):
     tenant = forms.ChoiceField(required=False, help_text="Owner of the access list; only its routes can use it.")
+    satisfy = forms.ChoiceField(choices=[("all", "address and password"), ("any", "address or password")],
+                                label="With users, let in", initial="all", required=False,
+                                help_text="Only with users (basic auth): all = an allowed address and a valid "
+                                          "password; any = either one.")
     name = model_field(AccessList, "name", help_text="Shown in the 403's Proxy-Status details: letters, digits, "
                                                      "spaces, '.', '_' and '-'.")
     rules = AccessRulesField(required=False, label="Rules", help_text=(
@@ -821,14 +900,21 @@ class AccessListForm(TenantChoiceMixin, ServiceForm):
     def __init__(self, *args, principal, instance: AccessList | None = None, **kwargs):
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {"name": instance.name, "rules": instance.rules, "default": instance.default,
-                                 "tenant": str(instance.tenant_id or "")}
+                                 "tenant": str(instance.tenant_id or ""), "satisfy": instance.satisfy}
         super().__init__(*args, **kwargs)
+        self.setup_user_rows(instance)  # basic-auth users (dashboard/user_rows.py)
         self.fields["note"] = self.fields.pop("note")
         self.instance = instance
         self.expect_version(instance)
         self.setup_tenant(principal, instance)
 
+    def clean(self):
+        cleaned = super().clean()
+        self.clean_user_rows()
+        return cleaned
+
     def service_fields(self) -> dict:
         data = self.cleaned_data
         return {"name": data.get("name") or "", "rules": data.get("rules") or [],
-                "default": data.get("default") or "allow"}
+                "default": data.get("default") or "allow", "satisfy": data.get("satisfy") or "all",
+                "users": self.users_value()}

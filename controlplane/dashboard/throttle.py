@@ -23,6 +23,8 @@ from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.utils import timezone
 
+from controlplane.accounts import sso
+
 from .models import LoginAttempt
 
 log = logging.getLogger("switchyard.dashboard")
@@ -63,6 +65,10 @@ class ThrottledModelBackend(ModelBackend):
                 setattr(request, THROTTLED, True)
                 log.warning("login for %s from %s refused (throttled)", username_key(username), address)
                 raise PermissionDenied("login throttled")
+        if username is not None and not sso.password_allowed(username):
+            # SWITCHYARD_LOCAL_PASSWORDS=off: only the break-glass account signs in with a
+            # password (counted as a failed sign-in like a wrong password)
+            return None
         return super().authenticate(request, username=username, password=password, **kwargs)
 
 

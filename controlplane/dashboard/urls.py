@@ -5,6 +5,9 @@ from .views import accounts, twofactor
 from .views import alerts, auth, certificates, changes, members, nodes, overview, pools, routes, tenants
 from .views import config, proxy_hosts
 from .views import access_lists
+from .views import error_pages
+from .views import on_demand
+from .views import sso
 
 app_name = "dashboard"
 
@@ -12,6 +15,8 @@ urlpatterns = [
     path("login/", auth.login_view, name="login"),
     path("logout/", auth.logout_view, name="logout"),
     path("login/code/", auth.login_code, name="login_code"),
+    path("login/key/", twofactor.login_key, name="login_key"),
+    path("login/sso/", sso.sso_start, name="sso_login"),  # single sign-on (OpenID Connect)
     path("account/two-factor/", twofactor.two_factor, name="two_factor"),
     path("", overview.overview, name="overview"),
     path("routes/", routes.route_list, name="routes"),
@@ -20,6 +25,9 @@ urlpatterns = [
     path("routes/<int:pk>/", routes.route_detail, name="route"),
     path("routes/<int:pk>/edit/", routes.route_edit, name="route_edit"),
     path("routes/<int:pk>/delete/", routes.route_delete, name="route_delete"),
+    path("routes/<int:pk>/error-pages/", error_pages.route_error_pages, name="route_error_pages"),
+    path("error-pages/", error_pages.platform_error_pages, name="error_pages"),
+    path("error-pages/preview/<int:status>/", error_pages.error_page_preview, name="error_page_preview"),
     path("pools/", pools.pool_list, name="pools"),
     path("pools/new/", pools.pool_edit, name="pool_new"),
     path("pools/<int:pk>/", pools.pool_detail, name="pool"),
@@ -57,6 +65,7 @@ urlpatterns = [
     path("tenants/<slug:slug>/delete/", tenants.tenant_delete, name="tenant_delete"),
     path("tenants/<slug:slug>/delegations/", tenants.delegation_add, name="delegation_add"),
     path("delegations/<int:pk>/delete/", tenants.delegation_delete, name="delegation_delete"),
+    path("delegations/<int:pk>/on-demand/", on_demand.delegation_on_demand, name="delegation_on_demand"),
     path("tenants/<slug:slug>/members/", members.member_add, name="member_add"),
     path("tenants/<slug:slug>/members/<int:pk>/", members.member_change, name="member_change"),
     path("tenants/<slug:slug>/members/<int:pk>/remove/", members.member_remove, name="member_remove"),
@@ -67,6 +76,7 @@ urlpatterns = [
     path("users/<int:pk>/active/", accounts.user_active, name="user_active"),
     path("users/<int:pk>/reset/", accounts.user_reset, name="user_reset"),
     path("users/<int:pk>/delete/", accounts.user_delete, name="user_delete"),
+    path("users/<int:pk>/two-factor/reset/", twofactor.user_two_factor_reset, name="user_two_factor_reset"),
     path("tenants/<slug:slug>/invitations/", accounts.invitation_create, name="invitation_create"),
     path("tenants/<slug:slug>/invitations/<int:pk>/revoke/", accounts.invitation_revoke, name="invitation_revoke"),
     path("invitations/<str:token>/", accounts.invitation_accept, name="invitation"),

@@ -155,7 +155,9 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
     },
     "http_request_denied": {
         "meaning": "The proxy refused the request by policy (403): the route's access list refused "
-                   "the client address (Proxy-Status details \"access list <name>\"), or a WebSocket "
+                   "the client address (Proxy-Status details \"access list <name>\"), a rate limit was "
+                   "exceeded (429, details \"rate limit\"), basic auth asked for a password (401, details "
+                   "\"basic auth <name>\"; 429 after repeated failures), or a WebSocket "
                    "upgrade on a route without WebSocket.",
         "check": "Tail the log with this Proxy-Status: each line's reason names the policy (the access "
                  "list). Check the client address the node saw, and trusted_proxies when clients come "
@@ -167,11 +169,56 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
         "check": "Compare the client address in the tail with the list's rules (the first match wins, "
                  "then its default); behind a load balancer, check the node's trusted_proxies.",
     },
+    "rate_limited": {
+        "meaning": "The route's rate limit, or its tenant's, was exceeded: the node answered 429 with "
+                   "Retry-After (Proxy-Status http_request_denied, details \"rate limit\") without touching "
+                   "the pool. A limit holds across all nodes together.",
+        "check": "Tail the log with status 429: the reason says \"rate limit\" and the client address "
+                 "shows who is limited. Raise the rate or the burst on the route (or the tenant), or key the "
+                 "limit per client address or per API key header so one client cannot use it all. If the "
+                 "node page says \"rate limit fallback\", Redis is unreachable and each node admits only "
+                 "its even share.",
+    },
+    "basic_auth_required": {
+        "meaning": "The route (field basic_auth) or its access list has basic-auth users and the request gave "
+                   "no valid username and password (401 with WWW-Authenticate, Proxy-Status "
+                   "http_request_denied, details \"basic auth <realm or list name>\").",
+        "check": "A browser asks the user and retries; an API client must send Authorization: Basic. Check the "
+                 "list's users; a password can only be set again, never read.",
+    },
+    "basic_auth_throttled": {
+        "meaning": "Too many failed basic-auth attempts from one client address (5 in a minute): 429 with "
+                   "Retry-After, answered without checking the password.",
+        "check": "Look for a client retrying a wrong password (a stale saved password, a script) in the tail.",
+    },
     "maintenance": {
         "meaning": "The route is in maintenance mode: the node answers 503 with Retry-After and never "
                    "contacts the pool (Proxy-Status destination_unavailable, details \"maintenance\").",
         "check": "Switch maintenance off on the route when the work is done.",
     },
+    "forward_auth_denied": {
+        "meaning": "The route's forward auth service answered something other than 2xx (a 302 to its "
+                   "login page, 401, 403): the node returned that answer to the client as it was and "
+                   "forwarded nothing.",
+        "check": "Normal for a client without a session. If signed-in users get it too, look at the auth "
+                 "service's log and whether its session cookie is sent for this host (cookie domain).",
+    },
+    **{f"forward_auth_{etype}": {
+        "meaning": f"The route's forward auth service could not be asked ({what}): the node answered 503 "
+                   f"(Proxy-Status {etype}, details \"forward auth\") and forwarded nothing.",
+        "check": "Check that the auth service runs and is reachable from the nodes at the route's forward "
+                 "auth URL (a tenant's URL also obeys its upstream policy), and its timeout.",
+    } for etype, what in (
+        ("connection_refused", "nothing listens at its address"),
+        ("connection_timeout", "no connection within the route's forward auth timeout"),
+        ("http_response_timeout", "no answer within the route's forward auth timeout"),
+        ("dns_error", "its host name did not resolve"),
+        ("destination_ip_prohibited", "its address is not allowed by the owner's upstream policy"),
+        ("destination_ip_unroutable", "its address is unreachable"),
+        ("connection_terminated", "it closed the connection before answering"),
+        ("http_protocol_error", "its answer was not valid HTTP/1.1"),
+        ("tls_protocol_error", "the TLS handshake failed"),
+        ("tls_certificate_error", "its TLS certificate did not verify"))},
     "proxy_internal_error": {
         "meaning": "An internal error in the proxy (a bug).",
         "check": "Look at the node's log output around the time of the error and report it.",

@@ -3,9 +3,9 @@ from django.contrib import admin
 
 from controlplane.certs.services import trusted_bundle  # the operator's CA bundle
 
-from . import services
+from . import errorpages, services
 from .admin_mixins import ChangeNoteForm, ListField, ServiceAdminMixin, WriteOnlyTextarea
-from .models import AccessList, Certificate, Pool, Route, Target
+from .models import AccessList, Certificate, ErrorPage, Pool, Route, Target
 
 
 class TargetInline(admin.TabularInline):
@@ -79,6 +79,7 @@ class RouteAdmin(ServiceAdminMixin, admin.ModelAdmin):
                                    "websocket", "forwarded", "max_body_size")}),
         ("TLS", {"fields": ("certificate", "acme", "https_redirect", "hsts_max_age")}),
         ("Access and maintenance", {"fields": ("access_list", "maintenance")}),
+        ("Forward auth", {"fields": ("forward_auth",)}),
         ("Change", {"fields": ("change_note",)}),
     ]
 
@@ -152,3 +153,26 @@ class AccessListAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def service_delete(self, request, obj):
         services.delete_access_list(self.actor(request), obj)
+
+
+class ErrorPageForm(ChangeNoteForm):
+    class Meta:
+        model = ErrorPage
+        fields = "__all__"
+
+
+@admin.register(ErrorPage)
+class ErrorPageAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """The platform default error pages, saved through ``controlplane.proxy.errorpages``."""
+    form = ErrorPageForm
+    list_display = ("status", "updated")
+    fields = ("status", "body", "change_note")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("status",) if obj is not None else ()
+
+    def service_save(self, request, obj, form, formsets):
+        errorpages.save_error_page(self.actor(request), obj.status, obj.body, note=self.note(form))
+
+    def service_delete(self, request, obj):
+        errorpages.delete_error_page(self.actor(request), obj)

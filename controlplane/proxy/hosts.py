@@ -33,7 +33,8 @@ SCHEMES = {"http": 80, "https": 443}
 # Where a pool's or a route's refusal lands among this function's arguments.
 POOL_FIELDS = {"targets": "upstreams", "name": "name", "tenant": "tenant"}
 ROUTE_FIELDS = {"hosts": "hosts", "name": "name", "tenant": "tenant", "certificate": "certificate",
-                "acme": "acme", "https_redirect": "https_redirect", "pool": "upstreams"}
+                "acme": "acme", "https_redirect": "https_redirect", "pool": "upstreams",
+                "access_list": "access_list"}
 
 
 @dataclass
@@ -133,11 +134,12 @@ def _merge(errors: Errors, exc: ValidationError, fields: dict[str, str], kind: s
 
 def create_proxy_host(actor, *, tenant=None, hosts, upstreams, certificate=None, acme: bool = False,
                       https_redirect: bool = False, websocket: bool = False, name: str = "",
-                      note: str = "") -> ProxyHost:
+                      note: str = "", access_list=None) -> ProxyHost:
     """Create a pool of ``upstreams`` (URLs) and a route for ``hosts`` to it, published as
     one version. ``certificate`` (an object or an id of the owner's) or ``acme`` (only
     where ACME is configured) give the hosts TLS; neither leaves the certificate to be
-    chosen by hostname. ``name`` names both (default: the first host name)."""
+    chosen by hostname. ``name`` names both (default: the first host name).
+    ``access_list`` (an object or an id of the owner's) decides who may reach the route."""
     owner = services._tenant(tenant)
     errors = Errors()
     host_list = _hosts(hosts)
@@ -150,6 +152,12 @@ def create_proxy_host(actor, *, tenant=None, hosts, upstreams, certificate=None,
             cert_id = int(cert_id)
         except (TypeError, ValueError):
             errors.add("certificate", f"unknown certificate {certificate}")
+    acl_id = getattr(access_list, "pk", access_list) or None
+    if acl_id is not None:
+        try:
+            acl_id = int(acl_id)
+        except (TypeError, ValueError):
+            errors.add("access_list", f"unknown access list {access_list}")
     if cert_id and acme:
         errors.add("certificate", "choose one: an uploaded certificate or an automatic one (ACME)")
     if acme and not settings.SWITCHYARD_ACME_DIRECTORY:
@@ -160,7 +168,7 @@ def create_proxy_host(actor, *, tenant=None, hosts, upstreams, certificate=None,
     base = (name or "").strip() or (host_list[0] if host_list else "")
     route_fields = dict(hosts=host_list, certificate=cert_id if "certificate" not in errors else None,
                         acme=bool(acme) and "acme" not in errors, https_redirect=bool(https_redirect),
-                        websocket=bool(websocket))
+                        websocket=bool(websocket), access_list=acl_id if "access_list" not in errors else None)
     with transaction.atomic():
         publisher.lock()
         first_entry = AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -206,8 +214,9 @@ def _create_route(actor, owner, name, pool, fields: dict, note, errors: Errors) 
             return None
     # No pool (its upstreams were refused): still check the route, so that every field's
     # problem shows at once.
-    route = Route(tenant=owner, name=name, **{k: v for k, v in fields.items() if k != "certificate"},
-                  certificate_id=fields.get("certificate"))
+    route = Route(tenant=owner, name=name,
+                  **{k: v for k, v in fields.items() if k not in ("certificate", "access_list")},
+                  certificate_id=fields.get("certificate"), access_list_id=fields.get("access_list"))
     try:
         validation.validate_route(route)
     except ValidationError as exc:

@@ -1,6 +1,6 @@
 from django.db import models
 
-from dataplane import schema
+from dataplane import errorpages, schema
 
 
 class TenantOwned(models.Model):
@@ -118,6 +118,11 @@ class AccessList(TenantOwned):
                                        "the first rule that matches decides.")
     default = models.CharField(max_length=5, choices=ACTIONS, default="allow",
                                help_text="What happens to an address no rule matches.")
+    # basic auth (controlplane.proxy.basic_auth): never a password, only its slow hash
+    users = models.JSONField(default=list, blank=True,
+                             help_text='Basic-auth users: [{"username", "password_hash"}] (PBKDF2-HMAC-SHA256).')
+    satisfy = models.CharField(max_length=3, choices=[(s, s) for s in schema.SATISFY], default="all",
+                               help_text="With users: all = the rules and a password; any = either.")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -155,10 +160,28 @@ class Route(TenantOwned):
     acme = models.BooleanField(default=False, help_text="Obtain a certificate automatically (ACME).")
     access_list = models.ForeignKey(AccessList, null=True, blank=True, on_delete=models.PROTECT,
                                     related_name="routes", help_text="Who may reach the route (empty: everyone).")
+    forward_authorization = models.BooleanField(
+        default=False, help_text="Basic auth: pass the client's Authorization header to the upstream.")
     maintenance = models.BooleanField(default=False, help_text="Answer 503 with a maintenance page; "
                                                                "the pool gets no traffic.")
     retry_after = models.PositiveIntegerField(default=300, help_text="Seconds in the maintenance answer's "
                                                                      "Retry-After header; 0 sends none.")
+    forward_auth = models.JSONField(
+        null=True, blank=True, default=None,
+        help_text='Ask an auth service before forwarding: {"url": "https://auth.example.com/api/authz/'
+                  'forward-auth", "response_headers": ["Remote-User"], "timeout": 5}; empty: no forward auth.')
+    rate_limit = models.JSONField(
+        null=True, blank=True, default=None,
+        help_text='Requests per second held across all nodes: {"rate": 100, "burst": 20, '
+                  '"key": "none" | "client_ip" | "header", "header": "X-Api-Key"}; empty: no limit.')
+    error_pages = models.JSONField(default=dict, blank=True,
+                                   help_text='This route\'s own error pages: {"503": "<html>…"} for 403, 429, '
+                                             "502, 503, 504 (over the platform defaults).")
+    # basic auth on the route itself (controlplane.proxy.basic_auth): hashes only, never a password
+    basic_auth = models.JSONField(
+        null=True, blank=True, default=None,
+        help_text='Basic auth: {"realm": "…" (empty: the route\'s name), "users": [{"username", '
+                  '"password_hash"}]} (PBKDF2-HMAC-SHA256); empty: off. An access list\'s users apply too.')
     acme_challenge = models.CharField(
         max_length=12, blank=True, default="",
         choices=[("", "default"), ("http-01", "HTTP-01"), ("tls-alpn-01", "TLS-ALPN-01"), ("dns-01", "DNS-01")],
@@ -175,3 +198,20 @@ class Route(TenantOwned):
 
     def __str__(self):
         return self.name
+
+
+class ErrorPage(models.Model):
+    """A platform default error page (staff only): the HTML the nodes answer with for
+    ``status`` where a route has no page of its own, and for 404 no route."""
+    STATUSES = [(s, str(s)) for s in errorpages.STATUSES]
+
+    status = models.PositiveSmallIntegerField(choices=STATUSES, unique=True)
+    body = models.TextField(help_text="HTML with {{request_id}}, {{status}}, {{reason}}, {{error}}, {{details}}.")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["status"]
+
+    def __str__(self):
+        return f"error page {self.status}"

@@ -20,7 +20,7 @@ from controlplane import crypto
 from controlplane.publishing import publisher
 from controlplane.tenancy.models import Delegation, Tenant
 
-from . import validation
+from . import basic_auth, validation
 from .models import AccessList, Certificate, Pool, Route, Target
 
 __all__ = [
@@ -50,6 +50,10 @@ def serialize(obj) -> dict:
         data[field.name] = _json(getattr(obj, field.attname))
     if isinstance(obj, Pool) and obj.pk:
         data["targets"] = [serialize(t) for t in obj.targets.order_by("id")]
+    if isinstance(obj, AccessList):  # basic auth: a fingerprint of each hash, never the hash
+        data["users"] = basic_auth.audit_view(obj.users)
+    if isinstance(obj, Route):  # the route's own basic auth: fingerprints too
+        data["basic_auth"] = basic_auth.route_auth_audit(obj.basic_auth)
     return data
 
 
@@ -209,6 +213,8 @@ def create_route(actor, *, tenant=None, note="", **fields) -> Route:
     _resolve_fk(fields, "certificate", Certificate)
     _resolve_fk(fields, "access_list", AccessList)
     route = Route(tenant=_tenant(tenant))
+    if "basic_auth" in fields:  # passwords are hashed, never stored (basic_auth.stored_route_auth)
+        fields["basic_auth"] = basic_auth.stored_route_auth(None, fields["basic_auth"])
     _set_fields(route, fields)
     return save_route(actor, route, note=note)
 
@@ -221,6 +227,8 @@ def update_route(actor, route: Route, note="", if_match=None, **fields) -> Route
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
     with locked_current(route, if_match) as current:
+        if "basic_auth" in fields:  # a user given without a password keeps its stored hash
+            fields["basic_auth"] = basic_auth.stored_route_auth(current.basic_auth, fields["basic_auth"])
         _set_fields(current, fields)
         return save_route(actor, current, note=note)
 
@@ -281,6 +289,26 @@ def create_delegation(actor, tenant: Tenant, suffix: str, note="") -> Delegation
 def update_delegation(actor, delegation: Delegation, suffix: str, note="", if_match=None) -> Delegation:
     with locked_current(delegation, if_match) as current:
         current.suffix = suffix
+        return save_delegation(actor, current, note=note)
+
+
+ON_DEMAND_FIELDS = ("on_demand_tls", "on_demand_max_certificates", "on_demand_max_per_hour")
+
+
+def update_delegation_on_demand(actor, delegation: Delegation, note="", if_match=None, **fields) -> Delegation:
+    """Switch on-demand TLS for a delegation and set its limits (platform staff only; see
+    controlplane.acme.ondemand). Only the ``ON_DEMAND_FIELDS`` given are changed."""
+    from django.core.exceptions import ValidationError
+
+    bad = {name: "must be a whole number from 0 to 100000" for name in ON_DEMAND_FIELDS[1:]
+           if fields.get(name) is not None and (isinstance(fields[name], bool) or not isinstance(fields[name], int)
+                                                or not 0 <= fields[name] <= 100000)}
+    if bad:
+        raise ValidationError(bad)
+    with locked_current(delegation, if_match) as current:
+        for name in ON_DEMAND_FIELDS:
+            if fields.get(name) is not None:
+                setattr(current, name, fields[name])
         return save_delegation(actor, current, note=note)
 
 
@@ -350,8 +378,11 @@ def delete_certificate(actor, cert: Certificate, note="", if_match=None) -> None
 # ------------------------------------------------------------------ access lists
 
 def create_access_list(actor, *, tenant=None, note="", **fields) -> AccessList:
-    """``name``, ``rules`` (ordered ``[{"action", "cidr"}]``) and ``default``."""
+    """``name``, ``rules`` (ordered ``[{"action", "cidr"}]``) and ``default``; basic auth:
+    ``users`` (see ``basic_auth.stored_users``: passwords are hashed, never stored) and ``satisfy``."""
     acl = AccessList(tenant=_tenant(tenant))
+    if "users" in fields:
+        fields["users"] = basic_auth.stored_users([], fields["users"])
     _set_fields(acl, fields)
     return save_access_list(actor, acl, note=note)
 
@@ -360,6 +391,8 @@ def update_access_list(actor, acl: AccessList, *, note="", if_match=None, **fiel
     if "tenant" in fields:
         fields["tenant"] = _tenant(fields["tenant"])
     with locked_current(acl, if_match) as current:
+        if "users" in fields:  # a user given without a password keeps its stored hash
+            fields["users"] = basic_auth.stored_users(current.users, fields["users"])
         _set_fields(current, fields)
         return save_access_list(actor, current, note=note)
 

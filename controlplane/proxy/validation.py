@@ -11,10 +11,13 @@ so the rules a node enforces are written once.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ipaddress
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db.models.signals import post_save
 
 from controlplane import crypto, pem
 from controlplane.publishing import compiler, gate
@@ -24,6 +27,7 @@ from controlplane.tenancy.models import Delegation, Tenant
 from dataplane import schema
 
 from . import acme_choice
+from . import forwardauth
 from .models import AccessList, Certificate, Pool, Route, Target
 
 
@@ -136,7 +140,46 @@ def validate_tenant(tenant: Tenant) -> None:
         errors.add("allowed_networks", f"{bad}: not a network (write e.g. 10.20.0.0/16)")
     elif tenant.pk:
         _recheck_tenant_targets(tenant, errors)
+    validate_tenant_rate_limit(tenant, errors)
     errors.raise_if_any()
+
+
+RATE_LIMIT_FIELDS = ("rate", "burst", "key", "header")
+
+
+def normalize_rate_limit(value, errors: Errors, field: str = "rate_limit"):
+    """A route's or tenant's rate limit as stored: None, or {"rate": float, "burst": int,
+    "key", "header"} (burst defaults to one second of the rate). The bounds are the
+    schema's (``dataplane.schema._rate_limit``), checked with the rest of the object."""
+    if value is None or value == {} or value == "":
+        return None
+    if not isinstance(value, dict):
+        errors.add(field, 'must be an object {"rate", "burst", "key", "header"} or null')
+        return value
+    unknown = sorted(str(k) for k in value if k not in RATE_LIMIT_FIELDS)
+    if unknown:
+        errors.add(field, f"unknown field {', '.join(unknown)} (use rate, burst, key, header)")
+    rate = value.get("rate")
+    if rate is None:
+        errors.add(field, "rate: is required (requests per second)")
+        return value
+    if isinstance(rate, int) and not isinstance(rate, bool):
+        rate = float(rate)
+    burst = value.get("burst")
+    if burst is None and isinstance(rate, float):
+        burst = max(1, int(-(-rate // 1)))
+    header = value.get("header", "") or ""
+    key = value.get("key") or ("header" if header else "none")
+    out = {"rate": rate, "burst": burst, "key": key, "header": header.strip() if isinstance(header, str) else header}
+    for err in gate.snapshot_errors({"pools": [], "routes": [], "certificates": [],
+                                     "tenant_rate_limits": [{"tenant": "t", "limit": out}]}):
+        sub = err.path[len("tenant_rate_limits[0].limit"):].lstrip(".")
+        errors.add(field, f"{sub}: {err.message}" if sub else err.message)
+    return out
+
+
+def validate_tenant_rate_limit(tenant: Tenant, errors: Errors) -> None:
+    tenant.rate_limit = normalize_rate_limit(tenant.rate_limit, errors)
 
 
 def _recheck_tenant_targets(tenant: Tenant, errors: Errors) -> None:
@@ -423,15 +466,80 @@ def _overlap_message(route: Route, other: Route, host: str) -> str:
     return f"{host} {route.path} ({route.path_type}) is already matched the same way by {owner}"
 
 
+def _lowered(hosts) -> set[str]:
+    """A stored route's hosts as the overlap check compares them (not a list: none)."""
+    return {str(h).lower().rstrip(".") for h in hosts} if isinstance(hosts, list) else set()
+
+
+class _OverlapIndex:
+    """Within ``overlap_index()``: (path, path_type, lowered host) -> ids of the routes
+    that had it at some point of the block. Built from one query on first use, then
+    only grown by every Route save (``post_save``), never shrunk: a save undone by a
+    savepoint rollback leaves extra candidates, which are re-read from the database and
+    dropped. So the candidates are always a superset of the routes sharing a host, and
+    a batch of N routes costs O(N) instead of a scan of every route per route."""
+
+    def __init__(self):
+        self.pks: dict[tuple, set[int]] | None = None
+
+    def add(self, pk, path, path_type, hosts) -> None:
+        for host in _lowered(hosts):
+            self.pks.setdefault((path, path_type, host), set()).add(pk)
+
+    def candidates(self, route: Route, wanted: set[str]) -> set[int]:
+        if self.pks is None:
+            self.pks = {}
+            for row in Route.objects.filter(enabled=True).values_list("pk", "path", "path_type", "hosts"):
+                self.add(*row)
+        found = set()
+        for host in wanted:
+            found |= self.pks.get((route.path, route.path_type, host), set())
+        found.discard(route.pk)
+        return found
+
+
+_overlap_index: contextvars.ContextVar[_OverlapIndex | None] = contextvars.ContextVar(
+    "switchyard_overlap_index", default=None)
+
+
+@contextlib.contextmanager
+def overlap_index():
+    """Many route writes in a row (a configuration file's): the overlap check looks its
+    candidates up in one index instead of scanning every route each time. Use it
+    inside the transaction (under the publish lock) that makes the writes, with every
+    Route write in the block going through ``Model.save``."""
+    token = _overlap_index.set(_OverlapIndex())
+    try:
+        yield
+    finally:
+        _overlap_index.reset(token)
+
+
+def _route_saved(sender, instance, **kwargs) -> None:
+    index = _overlap_index.get()
+    if index is not None and index.pks is not None:
+        index.add(instance.pk, instance.path, instance.path_type, instance.hosts)
+
+
+post_save.connect(_route_saved, sender=Route, dispatch_uid="switchyard-overlap-index")
+
+
+def _sharing(route: Route, wanted: set[str]) -> list[int]:
+    """Ids of the other enabled routes on the same path with a host in ``wanted``."""
+    index = _overlap_index.get()
+    others = Route.objects.filter(enabled=True, path=route.path, path_type=route.path_type).exclude(pk=route.pk)
+    if index is not None:
+        others = others.filter(pk__in=sorted(index.candidates(route, wanted)))
+    # Only the routes sharing a host are loaded whole: a batch of N routes stays cheap.
+    return [pk for pk, hosts in others.values_list("pk", "hosts") if wanted.intersection(_lowered(hosts))]
+
+
 def _check_overlaps(route: Route, errors: Errors) -> None:
     if not route.enabled:
         return
     key = match_key(route)
-    others = Route.objects.filter(enabled=True, path=route.path, path_type=route.path_type).exclude(pk=route.pk)
-    # Only the routes sharing a host are loaded whole: a batch of N routes stays cheap.
     wanted = set(route.hosts)
-    sharing = [pk for pk, hosts in others.values_list("pk", "hosts")
-               if isinstance(hosts, list) and wanted.intersection(str(h).lower().rstrip(".") for h in hosts)]
+    sharing = _sharing(route, wanted) if wanted else []
     for other in Route.objects.filter(pk__in=sharing):
         if match_key(other) != key:
             continue
@@ -454,6 +562,8 @@ def validate_route(route: Route) -> None:
     _check_acme(route, errors)
     _check_certificate(route, errors)
     _check_access_list(route, errors)
+    route.rate_limit = normalize_rate_limit(route.rate_limit, errors)
+    forwardauth.check(route, errors)  # its shape, and a tenant's URL against its upstream policy
     if "hosts" not in errors and "methods" not in errors:
         _check_overlaps(route, errors)
         _route_schema(route, errors)

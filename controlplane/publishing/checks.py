@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 
 from controlplane.crypto import DecryptionError
-from controlplane.proxy import validation
-from controlplane.proxy.models import AccessList, Pool, Route
+from controlplane.proxy import errorpages, validation
+from controlplane.proxy.models import AccessList, ErrorPage, Pool, Route
 from controlplane.tenancy.models import Delegation
 from dataplane import schema
 
@@ -81,6 +81,9 @@ def business_problems() -> list[str]:
         problems += pool_problems(f"pool {label(pool)}", pool)
     for acl in AccessList.objects.select_related("tenant").order_by("id"):
         problems += problems_of(f"access list {label(acl)}", validation.validate_access_list, acl)
+    for page in ErrorPage.objects.order_by("status"):
+        problems += problems_of(f"platform error page {page.status}", errorpages.validate_error_page,
+                                page.status, page.body)
     for d in Delegation.objects.select_related("tenant").order_by("id"):
         problems += problems_of(f"delegation {d.suffix} (tenant {d.tenant.slug})",
                                 validation.validate_delegation, d.tenant, d.suffix, exclude_id=d.pk)

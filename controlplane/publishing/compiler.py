@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 from controlplane import crypto, pem
-from controlplane.proxy.models import AccessList, Certificate, Pool, Route
+from controlplane.proxy.models import AccessList, Certificate, ErrorPage, Pool, Route
 from dataplane import schema
 
 from .quarantined import left_out
@@ -18,6 +18,9 @@ from .quarantined import left_out
 # Top-level snapshot keys that apps above this one fill in (``acme_challenges``): key ->
 # a function returning the section, or None to leave the key out.
 SECTIONS: dict = {}
+# Apps above publishing that fill in secrets of their sections, like the certificates'
+# keys: called with the copy ``materialize`` returns (e.g. ACME's TLS-ALPN-01 keys).
+MATERIALIZERS: list = []
 
 
 def compile_snapshot() -> dict:
@@ -41,6 +44,12 @@ def compile_snapshot() -> dict:
     access_lists = _access_lists_of(routes)
     if access_lists:
         snapshot["access_lists"] = [access_list_dict(a) for a in access_lists]
+    tenant_limits = tenant_rate_limits(routes)
+    if tenant_limits:
+        snapshot["tenant_rate_limits"] = tenant_limits
+    pages = platform_error_pages()
+    if pages:
+        snapshot["error_pages"] = pages
     for key, build in SECTIONS.items():
         section = build()
         if section:
@@ -67,6 +76,10 @@ def access_list_dict(acl) -> dict:
         "rules": [{"action": r.get("action"), "cidr": r.get("cidr")} if isinstance(r, dict) else r
                   for r in rules] if isinstance(rules, list) else rules,
         "default": acl.default,
+        # basic auth: hashes only, left out without users (a list's snapshot stays as it was)
+        **({"users": [{"username": u.get("username"), "password_hash": u.get("password_hash")}
+                      if isinstance(u, dict) else u for u in acl.users] if isinstance(acl.users, list)
+            else acl.users, "satisfy": acl.satisfy} if acl.users else {}),
     }
 
 
@@ -81,7 +94,15 @@ def _used(cert, routes) -> bool:
         if route.certificate_id is None and same_owner and any(
                 pem.covers(cert.sans, h) for h in route.hosts if isinstance(h, str)):
             return True
+        if same_owner and cert.source == Certificate.ACME and _below_wildcard(cert.sans, route.hosts):
+            return True  # e.g. an on-demand certificate for a name a wildcard route serves
     return False
+
+
+def _below_wildcard(sans, hosts) -> bool:
+    """Does a SAN lie below one of the route's ``*.`` hosts (as the node's router matches)?"""
+    tails = [h[1:] for h in hosts if isinstance(h, str) and h.startswith("*.")]
+    return bool(tails) and any(isinstance(s, str) and s.endswith(t) for s in sans or [] for t in tails)
 
 
 def _slug(tenant) -> str | None:
@@ -166,7 +187,47 @@ def route_dict(route) -> dict:
         "access_list": route.access_list_id,
         "maintenance": route.maintenance,
         "retry_after": route.retry_after,
+        **({"forward_authorization": True} if route.forward_authorization else {}),  # left out when off
+        **({"error_pages": route.error_pages} if route.error_pages != {} else {}),  # left out when none
+        **({"rate_limit": route.rate_limit} if route.rate_limit is not None else {}),  # left out when none
+        **({"forward_auth": forward_auth_dict(route)} if route.forward_auth is not None else {}),  # same
+        **({"basic_auth": route_basic_auth_dict(route)} if route.basic_auth is not None else {}),  # same
     }
+
+
+def route_basic_auth_dict(route) -> dict:
+    """A route's basic auth for the nodes: its realm (the route's name when empty) and
+    users with hashes only."""
+    ba = route.basic_auth
+    if not isinstance(ba, dict):
+        return ba  # let the schema name the problem
+    users = ba.get("users")
+    return {"realm": ba.get("realm") or route.name,
+            "users": [{"username": u.get("username"), "password_hash": u.get("password_hash")}
+                      if isinstance(u, dict) else u for u in users] if isinstance(users, list) else users}
+
+
+def forward_auth_dict(route) -> dict:
+    """A route's forward auth with its owner's upstream policy networks (a tenant's route is
+    restricted on the node whatever this says; ``allowed_networks`` only widens that)."""
+    fa = route.forward_auth
+    if not isinstance(fa, dict):
+        return fa  # let the schema name the problem
+    tenant = route.tenant if route.tenant_id else None
+    return {"url": fa.get("url"), "response_headers": fa.get("response_headers", []),
+            "timeout": fa.get("timeout", 5.0),
+            "allowed_networks": list(tenant.allowed_networks or []) if tenant else []}
+
+
+def tenant_rate_limits(routes) -> list[dict]:
+    """The limits of the tenants that have routes in the snapshot, by slug."""
+    tenants = {r.tenant.slug: r.tenant for r in routes if r.tenant_id and r.tenant.rate_limit is not None}
+    return [{"tenant": slug, "limit": tenants[slug].rate_limit} for slug in sorted(tenants)]
+
+
+def platform_error_pages() -> dict:
+    """The platform default error pages: {"404": "<html>…"} (dataplane.errorpages)."""
+    return {str(p.status): p.body for p in ErrorPage.objects.order_by("status")}
 
 
 def certificate_hosts(cert) -> list[str]:
@@ -205,4 +266,6 @@ def materialize(snapshot: dict) -> dict:
     for cert in out.get("certificates") or []:
         encrypted = keys.get(cert.get("id"))
         cert["private_key_pem"] = crypto.decrypt(encrypted) if encrypted else ""
+    for fill in MATERIALIZERS:
+        fill(out)
     return out

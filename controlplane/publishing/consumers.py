@@ -50,10 +50,11 @@ from django.utils import timezone
 from controlplane.alerts.hooks import node_rejected_config
 from controlplane.diagnostics.relay import DiagnosticsMixin
 from controlplane.health.status import health_generation, health_message, health_snapshot
-from controlplane.publishing import localhints, notify
+from controlplane.publishing import localhints, notify, sni
 from controlplane.publishing.compiler import materialize
 from controlplane.publishing.layerlink import LayerTolerantMixin
 from controlplane.publishing.quarantine import quarantine_rejected
+from controlplane.publishing.ratelimits import RateLimitMixin
 from controlplane.publishing.models import ConfigVersion, Node, NodeEvent
 from controlplane.telemetry.store import store_stats_async
 from controlplane.tenancy.models import hash_token
@@ -74,7 +75,7 @@ class PushPlan:
     snapshot: dict  # materialized: private keys included
 
 
-class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, AsyncWebsocketConsumer):
+class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, RateLimitMixin, AsyncWebsocketConsumer):
     """The sync protocol below; diagnostics (tail, capture, probe) come from
     ``controlplane.diagnostics.relay.DiagnosticsMixin``."""
 
@@ -116,6 +117,7 @@ class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, AsyncWebsocketCons
             await self.channel_layer.group_discard(notify.DATAPLANE_GROUP, self.channel_name)
             self.in_group = False
         await self.diag_leave()
+        self.ratelimit_stop()
         if getattr(self, "greeted", False):
             await database_sync_to_async(mark_disconnected)(self.node_id, self.connected_since)
             log.info("sync: node %s disconnected (code %s)", self.node_name, code)
@@ -142,6 +144,8 @@ class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, AsyncWebsocketCons
             schema.MSG_ACK: self.on_ack,
             schema.MSG_NACK: self.on_nack,
             schema.MSG_STATS: self.on_stats,
+            schema.MSG_RATELIMIT_REPORT: self.on_ratelimit_report,  # publishing.ratelimits
+            schema.MSG_UNKNOWN_SNI: self.on_unknown_sni,
         }.get(kind)
         if handler is None and kind in schema.DIAGNOSTIC_REPLIES:
             handler = self.on_diagnostic
@@ -229,6 +233,21 @@ class DataPlaneConsumer(LayerTolerantMixin, DiagnosticsMixin, AsyncWebsocketCons
         if self.traffic_hint is None or self.traffic_hint.done():
             # in the background: a frozen layer must not hold up this node's heartbeats
             self.traffic_hint = asyncio.create_task(notify.traffic_updated())
+
+    async def on_unknown_sni(self, msg):
+        """On-demand TLS: names without a certificate (``publishing.sni``); at most one
+        message per ``schema.UNKNOWN_SNI_SECONDS`` per connection, the rest dropped."""
+        now = time.monotonic()
+        if not self.greeted or now - getattr(self, "unknown_sni_at", float("-inf")) < schema.UNKNOWN_SNI_SECONDS / 2:
+            return
+        self.unknown_sni_at = now
+        names = schema.parse_unknown_sni(msg)
+        busy = getattr(self, "unknown_sni_task", None)
+        if names and (busy is None or busy.done()):
+            # in the background, off the shared database thread: queueing the decision must
+            # not hold up this node's sync (nor other nodes') while the broker is slow
+            self.unknown_sni_task = asyncio.create_task(
+                database_sync_to_async(sni.reported, thread_sensitive=False)(names))
 
     def _answered(self, nonce, version):
         if nonce not in self.nonces:

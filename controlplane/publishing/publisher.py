@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from controlplane.audit.services import Actor, record
+from controlplane.proxy import basic_auth
 from dataplane import schema
 
 from . import compiler, gate, notify, restore
@@ -143,7 +144,10 @@ def _flatten(item: dict) -> dict:
     for key, value in item.items():
         if isinstance(value, dict) and key not in ("request_headers", "response_headers"):
             for sub, sub_value in value.items():
-                flat[f"{key}.{sub}"] = sub_value
+                flat[f"{key}.{sub}"] = (basic_auth.audit_view(sub_value) if sub == "users"  # a route's
+                                        else sub_value)                                  # basic_auth
+        elif key == "users" and isinstance(value, list):  # basic auth: hash fingerprints, not hashes
+            flat[key] = basic_auth.audit_view(value)
         else:
             flat[key] = value
     return flat
@@ -164,13 +168,16 @@ def diff(a: ConfigVersion, b: ConfigVersion) -> list[dict]:
         new = {item["id"]: item for item in b.snapshot.get(key) or []}
         for item_id in sorted(set(old) | set(new)):
             changes.extend(_change(kind, item_id, old.get(item_id), new.get(item_id)))
+    # the platform default error pages: one top-level object, by status (platform only)
+    changes.extend(_change("error pages", 0, a.snapshot.get("error_pages"), b.snapshot.get("error_pages"),
+                           "platform defaults"))
     return changes
 
 
-def _change(kind: str, item_id: int, old: dict | None, new: dict | None) -> list[dict]:
+def _change(kind: str, item_id: int, old: dict | None, new: dict | None, name: str = "") -> list[dict]:
     if old == new:
         return []
-    base = {"kind": kind, "id": item_id, "name": label(new or old)}
+    base = {"kind": kind, "id": item_id, "name": name or label(new or old)}
     if old is None:
         return [{**base, "action": "added", "fields": _changed_fields({}, new)}]
     if new is None:

@@ -15,6 +15,11 @@ class Tenant(models.Model):
     # Networks this tenant's upstream targets may use although the default
     # policy forbids them (e.g. "10.20.0.0/16"); one CIDR per entry.
     allowed_networks = models.JSONField(default=list, blank=True)
+    # One limit over all the tenant's routes together (dataplane.schema.RateLimit as JSON).
+    rate_limit = models.JSONField(
+        null=True, blank=True, default=None,
+        help_text='Requests per second over all the tenant\'s routes together, held across nodes: '
+                  '{"rate", "burst", "key", "header"} as on a route; empty: no limit.')
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -44,6 +49,15 @@ class Delegation(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="delegations")
     suffix = models.CharField(max_length=253, unique=True)
     created = models.DateTimeField(auto_now_add=True)
+    # On-demand TLS (platform staff only): a TLS handshake for a name below the suffix that a
+    # route of the tenant serves and no certificate covers starts an ACME order for that name,
+    # within these limits (see controlplane.acme.ondemand).
+    on_demand_tls = models.BooleanField(default=False, help_text="Order a certificate for a new name below this "
+                                        "suffix on its first TLS handshake.")
+    on_demand_max_certificates = models.PositiveIntegerField(
+        default=20, help_text="At most this many on-demand certificates (orders) below this suffix.")
+    on_demand_max_per_hour = models.PositiveIntegerField(
+        default=5, help_text="At most this many new on-demand orders below this suffix per hour.")
 
     class Meta:
         ordering = ["suffix"]

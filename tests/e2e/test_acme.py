@@ -40,7 +40,7 @@ ZONE = "dyn.example.test"
 class AcmeStack:
     """One control plane with ACME pointed at Pebble, a node Pebble validates against, a worker."""
 
-    def __init__(self, mode: str, root: Path):
+    def __init__(self, mode: str, root: Path, env: dict | None = None):
         self.cleanups = []
         self.dns = DnsServer(ZONE).start()
         self.cleanups.append(self.dns.close)
@@ -65,6 +65,7 @@ class AcmeStack:
             "SWITCHYARD_ACME_DNS_TSIG_SECRET": self.dns.secret,
             "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(self.smtp_controller.port),
         })
+        self.cp.env.update(env or {})  # e.g. SWITCHYARD_ACME_ON_DEMAND_ASK (tests/e2e/test_acme_on_demand.py)
         self.cp.manage("migrate", "--noinput", "-v", "0")
         self.cp.shell = self.shell = CPShell(self.cp.env, root / "acmeshell.log", script=ACMESHELL)
         self.cleanups.append(self.cp.close)

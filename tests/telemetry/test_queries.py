@@ -155,13 +155,15 @@ def test_it_summarises_errors_by_proxy_status_and_latency(traffic):
 
 
 def test_it_names_the_status_of_every_proxy_status_the_data_plane_counts(w):
-    # counted under the RFC 9209 type; a denied WebSocket is a 403, while the request
-    # errors answer 400, 413, 414, 421, 431 or 501: no one status
+    # counted under the RFC 9209 type; a refusal by policy answers 401 (basic auth), 403
+    # (access list, WebSocket) or 429 (rate limit), the request errors 400, 413, 414, 421,
+    # 431 or 501: neither has one status, while a 502-only type keeps its status
     api = w["shop_api"].pk
-    put(w["edge1"], {api: route_entry(9, {"4xx": 9}, {"http_request_denied": 5, "http_request_error": 4})}, NOW)
+    put(w["edge1"], {api: route_entry(9, {"4xx": 9}, {"http_request_denied": 5, "http_request_error": 4,
+                                                                   "connection_refused": 1})}, NOW)
     s = queries.route_summary([api], minutes=5, now=NOW)
     assert [(e["type"], e["status"]) for e in s["errors_by_type"]] == [
-        ("http_request_denied", 403), ("http_request_error", None)]
+        ("http_request_denied", None), ("http_request_error", None), ("connection_refused", 502)]
 
 
 def test_every_proxy_status_value_maps_to_its_rfc_type_and_status():

@@ -15,8 +15,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from controlplane.accounts import services as accounts
+from controlplane.accounts import services as accounts, sso
 from controlplane.accounts.models import Invitation
+from controlplane.accounts import twofactor
 from controlplane.audit.services import Actor
 from controlplane.tenancy.access import principal as get_principal
 
@@ -47,14 +48,18 @@ def _user_or_404(pk):
 def user_list(request):
     staff_or_404(get_principal(request))
     form = UserForm(request.POST or None)
+    if not sso.local_passwords():
+        del form.fields["password"]  # SWITCHYARD_LOCAL_PASSWORDS=off: new users sign in with SSO
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         ok, user = attempt(form, lambda: accounts.create_user(
-            Actor.from_request(request), data["username"], email=data["email"], password=data["password"],
+            Actor.from_request(request), data["username"], email=data["email"], password=data.get("password", ""),
             is_staff=data["is_staff"], note=note(request)))
         if ok:
+            later = (f" They sign in with {sso.display_name()}." if not sso.local_passwords()
+                     else " Send a password reset link so they set a password.")
             messages.success(request, f"User {user.get_username()} created."
-                             + ("" if data["password"] else " Send a password reset link so they set a password."))
+                             + ("" if data.get("password") else later))
             return redirect("dashboard:user", pk=user.pk)
     return render(request, "dashboard/users/list.html", {"users": page(request, accounts.users()), "form": form})
 
@@ -75,7 +80,10 @@ def user_detail(request, pk):
     tokens = user.api_tokens.filter(revoked__isnull=True).select_related("tenant").order_by("-created")
     return render(request, "dashboard/users/detail.html", {
         "subject": user, "form": form, "memberships": memberships, "tokens": tokens,
-        "myself": user.pk == request.user.pk})
+        "myself": user.pk == request.user.pk,
+        "two_factor": twofactor.summary(user),
+        "sso": {"enabled": sso.enabled(), "name": sso.display_name(), "linked": user.socialaccount_set.exists(),
+                "password_allowed": sso.password_allowed(user.get_username())}})
 
 
 def _flash_call(request, call) -> bool:
@@ -184,7 +192,8 @@ def invitation_accept(request, token):
         return render(request, "dashboard/invitations/gone.html", {"message": GONE[inv.status], "inv": inv},
                       status=410)
     address = request.META.get("REMOTE_ADDR")
-    context = {"inv": inv, "token": token}
+    context = {"inv": inv, "token": token,
+               "sso": {"enabled": sso.enabled(), "name": sso.display_name(), "local_passwords": sso.local_passwords()}}
     if request.user.is_authenticated:
         if request.method == "POST":
             try:
@@ -199,6 +208,8 @@ def invitation_accept(request, token):
     if existing is not None:
         context["sign_in"] = f"{reverse('dashboard:login')}?next={reverse('dashboard:invitation', args=[token])}"
         return render(request, "dashboard/invitations/accept.html", context)
+    if not sso.local_passwords():
+        return render(request, "dashboard/invitations/accept.html", context)  # SSO only: no password to set
     form = AcceptForm(request.POST or None, initial={"username": inv.email.split("@")[0][:150]})
     if request.method == "POST" and form.is_valid():
         try:
@@ -219,6 +230,11 @@ def invitation_accept(request, token):
 class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
     template_name = "dashboard/users/password_reset.html"
     success_url = reverse_lazy("dashboard:password_reset_done")
+
+    def get_user(self, uidb64):
+        user = super().get_user(uidb64)
+        # SWITCHYARD_LOCAL_PASSWORDS=off: a link (even one sent before) sets no password
+        return user if user is None or sso.password_allowed(user.get_username()) else None
 
 
 class PasswordResetDone(auth_views.PasswordResetCompleteView):

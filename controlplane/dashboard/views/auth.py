@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from controlplane.accounts import twofactor
+from controlplane.accounts import sso, twofactor
 
 from .. import forms, throttle
 from .common import return_url
@@ -42,7 +42,16 @@ def login_view(request):
             return redirect("dashboard:login_code")
         auth_login(request, user)
         return redirect(next_url or "dashboard:overview")
-    return render(request, "dashboard/login.html", {"form": form, "next": next_url})
+    return login_page(request, form, next_url)
+
+
+def login_page(request, form=None, next_url: str = "", error: str = "", status: int = 200):
+    """The sign-in page: the password form, and "Sign in with <name>" when single sign-on
+    is configured (``error``: why an SSO sign-in was refused)."""
+    return render(request, "dashboard/login.html", {
+        "form": form or forms.LoginForm(request), "next": next_url, "sso_error": error,
+        "sso": {"enabled": sso.enabled(), "name": sso.display_name(), "local_passwords": sso.local_passwords()},
+    }, status=status)
 
 
 def _pending_user(request):
@@ -78,7 +87,8 @@ def login_code(request):
             user_login_failed.send(sender=__name__, credentials={"username": user.get_username()},
                                    request=request)
             error = "This code is not valid. Enter the current code from your app, or a recovery code."
-    return render(request, "dashboard/login_code.html", {"error": error})
+    return render(request, "dashboard/login_code.html", {"error": error, "keys": twofactor.has_keys(user),
+                                                         "totp": twofactor.has_totp(user)})
 
 
 @require_POST

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
 
-from controlplane.publishing import publisher
+from controlplane.publishing import publisher, ratelimits
 from controlplane.publishing.models import Node, NodeEvent
 from controlplane.tenancy.access import principal as get_principal
 
@@ -33,5 +33,7 @@ def node_detail(request, pk):
     current = publisher.current_version()
     _mark_current([node], current)
     return render(request, "dashboard/nodes/detail.html", {
-        "node": node, "current": current, "events": NodeEvent.objects.filter(node=node)[:50],
+        "node": node, "current": current,
+        "events": NodeEvent.objects.filter(node=node, kind__in=(NodeEvent.ACK, NodeEvent.NACK))[:50],
+        "rate_limit_fallback": ratelimits.fallback_since([node.pk]).get(node.pk),
         "show_errors": p.staff})

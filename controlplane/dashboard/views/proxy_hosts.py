@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from controlplane.audit.services import Actor
 from controlplane.proxy import hosts
-from controlplane.proxy.models import Certificate
+from controlplane.proxy.models import AccessList, Certificate
 from controlplane.tenancy.access import principal as get_principal
 
 from ..forms import ListField, ServiceForm, TenantChoiceMixin
@@ -39,6 +39,10 @@ class ProxyHostForm(TenantChoiceMixin, ServiceForm):
                                                help_text="Answer plain-HTTP requests with 308 to https://.")
     websocket = django_forms.BooleanField(required=False, label="Allow WebSocket",
                                           help_text="Pass WebSocket upgrades through to the upstream.")
+    access_list = django_forms.ChoiceField(
+        required=False, label="Access list",
+        help_text="Who may reach the host: an access list of the owner (address rules, basic-auth users). "
+                  "Create lists under Access lists.")
     name = django_forms.CharField(required=False, max_length=200, label="Name (optional)",
                                   help_text="Names the route and the pool; empty: the first host name.")
 
@@ -54,6 +58,9 @@ class ProxyHostForm(TenantChoiceMixin, ServiceForm):
         certs = principal.scope(Certificate.objects.select_related("tenant")).order_by("tenant__slug", "name")
         choices += [(str(c.pk), f"{_owned(c)} — {', '.join(c.sans or [])}") for c in certs]
         self.fields["tls"].choices = choices
+        acls = principal.scope(AccessList.objects.select_related("tenant")).order_by("tenant__slug", "name")
+        self.fields["access_list"].choices = [("", "None (everyone)")] + [
+            (str(a.pk), f"{_owned(a)}{' — basic auth' if a.users else ''}") for a in acls]
 
     def service_fields(self) -> dict:
         data = self.cleaned_data
@@ -61,7 +68,8 @@ class ProxyHostForm(TenantChoiceMixin, ServiceForm):
         return {"hosts": data.get("hosts") or [], "upstreams": data.get("upstreams") or [],
                 "certificate": int(tls) if tls.isdigit() else None, "acme": tls == ACME,
                 "https_redirect": bool(data.get("https_redirect")), "websocket": bool(data.get("websocket")),
-                "name": (data.get("name") or "").strip()}
+                "name": (data.get("name") or "").strip(),
+                "access_list": int(data["access_list"]) if (data.get("access_list") or "").isdigit() else None}
 
 
 @login_required

@@ -14,6 +14,7 @@ from controlplane.proxy.models import Route
 from controlplane.tenancy.access import principal as get_principal
 
 from .. import forms, telemetry
+from ..ratelimitforms import route_rate_limits
 from .common import object_for_edit, page, require_edit
 from .flows import change_flow, delete_flow, fresh
 
@@ -39,6 +40,7 @@ def route_detail(request, pk):
         "route": route, "can_edit": p.can_edit(route.tenant_id), "history": history,
         "targets": route.pool.targets.all(), "traffic": telemetry.route_charts(p, route),
         "acme": acme_services.status(route),
+        "rate_limits": route_rate_limits(route),
     })
 
 

@@ -20,6 +20,7 @@ from .. import forms
 from ..accountforms import InviteForm
 from .common import note, require_staff, staff_or_404, tenant_for
 from .flows import attempt, refused
+from . import on_demand
 
 
 @login_required
@@ -64,6 +65,7 @@ def tenant_page(request, tenant, *, member_form=None, token_form=None, invite_fo
         "can_manage": p.can_manage(tenant), "staff": p.staff,
         "issued": request.session.pop("issued_token", None), "usage": _usage(tenant),
         **_invitations(request, tenant, p, invite_form),
+        **on_demand.panel(tenant),
     })
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.diagnostics.explanations import explain
+from controlplane.proxy import forwardauth
+from controlplane.proxy.ratelimits import diagnosis as rate_limit_diagnosis
 from controlplane.proxy.models import Route
 from controlplane.telemetry import queries
 from controlplane.telemetry.proxystatus import rfc_type
@@ -93,18 +95,47 @@ def explained_errors(summary: dict, route: Route | None) -> list[dict]:
 def _route_policy(route: Route, kind: str) -> dict:
     """What the route's own policies say about a refusal of ``kind``: the access list that
     refuses (403) or the maintenance switch (503)."""
+    if kind == "http_request_denied" and not route.access_list_id:
+        limited = rate_limit_diagnosis(route)  # the 429s of the route's or its tenant's limit
+        if limited:
+            return limited
     if kind == "http_request_denied" and route.access_list_id:
         acl = route.access_list
-        return {"policy": {"access_list": acl.name, "rules": len(acl.rules or []), "default": acl.default},
-                "check": f"This route uses access list {acl.name} ({len(acl.rules or [])} rules, everyone "
-                         f"else: {acl.default}); the tail's reason says \"access list {acl.name}\" for its "
-                         "refusals. Compare the client addresses with its rules, and check trusted_proxies "
-                         "when clients come through a load balancer."}
+        found = {"policy": {"access_list": acl.name, "rules": len(acl.rules or []), "default": acl.default},
+                 "check": f"This route uses access list {acl.name} ({len(acl.rules or [])} rules, everyone "
+                          f"else: {acl.default}); the tail's reason says \"access list {acl.name}\" for its "
+                          "refusals. Compare the client addresses with its rules, and check trusted_proxies "
+                          "when clients come through a load balancer."}
+        if acl.users:  # basic auth: 401 without a valid password, 429 after repeated failures
+            found["policy"].update(basic_auth_users=len(acl.users), satisfy=acl.satisfy)
+            found["check"] += (f" It also asks for a password ({len(acl.users)} basic-auth users, satisfy "
+                               f"{acl.satisfy}): the tail's reason says \"basic auth {acl.name}\" for a 401 (no or "
+                               f"a wrong password) and \"basic auth {acl.name} throttled\" for a 429 (5 failures "
+                               "from one address in a minute).")
+        if isinstance(route.basic_auth, dict):  # the route's own users apply too
+            found["policy"]["route_basic_auth_users"] = len(route.basic_auth.get("users") or [])
+            found["check"] += " " + _route_basic_auth_check(route)
+        return found
+    if kind == "http_request_denied" and isinstance(route.basic_auth, dict):
+        return {"policy": {"route_basic_auth_users": len(route.basic_auth.get("users") or [])},
+                "check": _route_basic_auth_check(route)}
     if kind == "destination_unavailable" and route.maintenance:
         return {"policy": {"maintenance": True, "retry_after": route.retry_after},
                 "check": "This route is in maintenance mode: every request gets 503 without reaching the "
                          "pool. Switch maintenance off on the route when the work is done."}
+    if route.forward_auth:  # its refusals (http_request_denied) and its 503s (the failure's type)
+        return forwardauth.diagnosis(route.forward_auth, kind)
     return {}
+
+
+def _route_basic_auth_check(route: Route) -> str:
+    """What to look at for the refusals of the route's own basic auth (Route.basic_auth)."""
+    realm = route.basic_auth.get("realm") or route.name
+    n = len(route.basic_auth.get("users") or [])
+    return (f"This route asks for a password itself ({n} basic-auth users, realm {realm}): the tail's reason "
+            f"says \"basic auth {realm}\" for a 401 (no or a wrong password) and \"basic auth {realm} "
+            "throttled\" for a 429 (5 failures from one address in a minute). A password can only be set "
+            "again on the route, never read.")
 
 
 def _window(minutes: int) -> int:

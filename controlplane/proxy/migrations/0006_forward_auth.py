@@ -1,6 +1,6 @@
 # Placeholder reserved for the forward auth work; its operations are added by hand so that
 # parallel work on this app keeps one linear migration graph.
-from django.db import migrations
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -10,4 +10,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='route',
+            name='forward_auth',
+            field=models.JSONField(blank=True, default=None, help_text='Ask an auth service before forwarding: {"url": "https://auth.example.com/api/authz/forward-auth", "response_headers": ["Remote-User"], "timeout": 5}; empty: no forward auth.', null=True),
+        ),
     ]

@@ -1,6 +1,6 @@
-# Placeholder reserved for the rate limit work; its operations are added by hand so that
+# Reserved for the rate limit work (issue 17); operations written by hand so that
 # parallel work on this app keeps one linear migration graph.
-from django.db import migrations
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
@@ -10,4 +10,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='tenant',
+            name='rate_limit',
+            field=models.JSONField(blank=True, default=None, help_text='Requests per second over all the tenant\'s routes together, held across nodes: {"rate", "burst", "key", "header"} as on a route; empty: no limit.', null=True),
+        ),
     ]
