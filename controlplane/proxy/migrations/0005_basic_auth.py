@@ -1,5 +1,5 @@
-# Placeholder reserved for the basic auth work; its operations are added by hand so that
-# parallel work on this app keeps one linear migration graph.
+# Basic auth (issue 17): access-list users (PBKDF2 hashes) and satisfy, the route's
+# forward_authorization.
 from django.db import migrations, models
 
 

@@ -1,5 +1,5 @@
-# Error pages (issue 17): the platform default pages and a route's own pages. Written by
-# hand into the placeholder reserved for this work (one linear migration graph).
+# Error pages (issue 17): the platform default pages and a route's own pages; and the
+# route's own basic_auth users.
 from django.db import migrations, models
 
 

@@ -1,5 +1,4 @@
-# Reserved for the rate limit work (issue 17); operations written by hand so that
-# parallel work on this app keeps one linear migration graph.
+# Rate limits (issue 17).
 from django.db import migrations, models
 
 
