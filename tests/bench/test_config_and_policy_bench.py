@@ -61,14 +61,11 @@ def test_the_policy_bench_snapshot_carries_the_policies_a_node_enforces():
     from dataplane import schema
     from dataplane.applier import NodeState
 
-    have = policy_bench.available()
     snap = {"schema": 1, "pools": [{"id": 1, "name": "bench", "tenant": None,
                                     "targets": [{"id": 1, "host": "127.0.0.1", "port": 9}]}],
             "routes": [{"id": 1, "name": "bench", "tenant": None, "hosts": ["bench.localhost"], "pool": 1}]}
     used = policy_bench.add_policies(snap)
-    assert used[0] == "access list of 100 rules"
-    assert ("basic auth" in used) == have["basic auth"]
-    assert any(u.startswith("rate limit") for u in used) == have["rate limit"]
+    assert used == ["access list of 100 rules", "basic auth", "rate limit 1000000/s per client address"]
     parsed = schema.parse_snapshot(snap)
     assert len(parsed.access_lists[0].rules) == 100
     state = NodeState()
@@ -78,9 +75,24 @@ def test_the_policy_bench_snapshot_carries_the_policies_a_node_enforces():
     asyncio.run(apply())
     entry = state.tables.router.match("bench.localhost", "/small", b"GET", [])
     assert entry is not None and entry.access is not None
-    if have["basic auth"]:
-        assert entry.access.auth is not None
-        assert b"authorization" in entry.req_drop  # the credentials are not sent upstream
-    if have["rate limit"]:
-        assert parsed.routes[0].rate_limit.rate >= 1_000_000
-        assert entry.rate_limits  # the limit is on the route (it counts every request)
+    assert entry.access.auth is not None
+    assert b"authorization" in entry.req_drop  # the credentials are not sent upstream
+    assert parsed.routes[0].rate_limit.rate >= 1_000_000
+    assert entry.rate_limits  # the limit is on the route (it counts every request)
+    assert entry.forward_auth is None
+
+
+def test_the_forward_auth_variant_asks_the_backend_and_nothing_else():
+    sys.path.insert(0, str(REPO))
+    from bench import policy_bench
+    from dataplane import schema
+
+    snap = {"schema": 1, "pools": [{"id": 1, "name": "bench", "tenant": None,
+                                    "targets": [{"id": 1, "host": "127.0.0.1", "port": 9}]}],
+            "routes": [{"id": 1, "name": "bench", "tenant": None, "hosts": ["bench.localhost"], "pool": 1}]}
+    used = policy_bench.add_policies(snap, **policy_bench.VARIANTS["fauth"],
+                                     forward_auth_url="http://127.0.0.1:9/small")
+    assert used == ["forward auth"]
+    route = schema.parse_snapshot(snap).routes[0]
+    assert route.forward_auth.url == "http://127.0.0.1:9/small"
+    assert route.access_list is None and route.rate_limit is None
